@@ -1,0 +1,318 @@
+"""The ``dreamcore`` command: dream photos, list layers and networks, make layer atlases.
+
+Errors come out as one sentence on stderr with a meaningful exit code (see dreamcore.errors), never
+as a traceback, unless --debug is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from dreamcore import __version__
+from dreamcore.api import dream
+from dreamcore.atlas import layer_atlas
+from dreamcore.errors import DreamError, UsageError
+from dreamcore.images import read_metadata, save_image
+from dreamcore.networks import layer_catalog, list_networks, load_network
+from dreamcore.render import Step
+from dreamcore.settings import PRESETS, DreamSettings
+
+log = logging.getLogger("dreamcore")
+
+EXIT_UNEXPECTED = 70
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
+def add_dream_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that dreams; None means "the preset decides"."""
+    group = parser.add_argument_group("dream options (defaults come from the preset)")
+    group.add_argument("-n", "--network", help="network to dream with (see `dreamcore models`); default lite0")
+    group.add_argument("-p", "--preset", help=f"named look: {', '.join(PRESETS)} (default: default)")
+    group.add_argument(
+        "-l", "--layer", action="append", metavar="SPEC",
+        help="layer to maximise, repeatable; SPEC may carry channels and a weight: block9, block9:3,7, 0.5*block12",
+    )
+    group.add_argument("--channels", help="comma-separated channels of the (single) --layer to maximise")
+    group.add_argument("--octaves", type=positive_int)
+    group.add_argument("--octave-scale", type=float, help="size ratio between octaves (e.g. 1.4)")
+    group.add_argument("-i", "--iterations", type=positive_int, help="gradient steps per octave")
+    group.add_argument("--step", type=float, help="step size per iteration (e.g. 0.008)")
+    group.add_argument("--jitter", type=int, help="random shift in pixels before each step")
+    group.add_argument("--tile-size", type=positive_int, help="largest tile the gradient is computed on at once")
+    group.add_argument("--seed", type=int, help="makes a run repeatable")
+    group.add_argument("--max-side", type=positive_int, help="scale the photo down to this longer side first")
+    group.add_argument("--max-loss", type=float, help="stop an octave early once the loss passes this")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="auto uses bf16/fp16 where fast")
+    group.add_argument("--settings", type=Path, help="reproduce a result: its PNG, or a JSON file of settings")
+
+
+def settings_from_args(args: argparse.Namespace) -> DreamSettings:
+    base: dict[str, Any] = {}
+    if args.settings:
+        base = load_settings_file(args.settings)
+    objective = None
+    if args.layer:
+        if args.channels:
+            if len(args.layer) != 1 or ":" in args.layer[0]:
+                raise UsageError("--channels goes with exactly one --layer that has no channels of its own.")
+            args.layer[0] = f"{args.layer[0]}:{args.channels}"
+        objective = "+".join(args.layer)
+    elif args.channels:
+        raise UsageError("--channels needs a --layer to pick the channels from.")
+    overrides = {
+        "network": args.network,
+        "objective": objective,
+        "octaves": args.octaves,
+        "octave_scale": args.octave_scale,
+        "iterations": args.iterations,
+        "step": args.step,
+        "jitter": args.jitter,
+        "tile_size": args.tile_size,
+        "seed": args.seed,
+        "max_side": args.max_side,
+        "max_loss": args.max_loss,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if base:
+        if args.preset:
+            base["preset"] = args.preset
+        return DreamSettings.from_dict({**base, **given})
+    return DreamSettings.from_preset(args.preset or "default", **given)
+
+
+def load_settings_file(path: Path) -> dict[str, Any]:
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise UsageError(f"Could not read settings from {path}: {error}.") from error
+    else:
+        data = read_metadata(path)
+        if data is None:
+            raise UsageError(f"{path} holds no dreamcore settings; pass a result made by dreamcore or a JSON file.")
+    settings = data.get("settings", data)
+    settings.pop("device", None)  # reproduce on whatever this machine has
+    return settings
+
+
+class ProgressBar:
+    """A tqdm bar over all steps of a render (or of several), created at the first step."""
+
+    def __init__(self, enabled: bool, description: str = "dreaming") -> None:
+        self.enabled = enabled
+        self.description = description
+        self.bar: tqdm | None = None
+
+    def update(self, done: int, total: int, note: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.description, unit="step", leave=False)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.set_postfix_str(note, refresh=False)
+        self.bar.refresh()
+
+    def __call__(self, step: Step) -> None:
+        done = (step.octave - 1) * step.iterations + step.iteration
+        self.update(done, step.octaves * step.iterations, f"octave {step.octave}/{step.octaves} loss {step.loss:.3g}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def command_dream(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    bar = ProgressBar(not args.quiet)
+    try:
+        result = dream(args.input, settings, guide=args.guide, on_step=bar)
+    finally:
+        bar.close()
+    metadata = result.metadata()
+    if args.guide:
+        metadata["guide"] = str(args.guide)
+    path = save_image(result.image, args.output, metadata)
+    if args.print_settings:
+        print(json.dumps(result.settings.to_dict(), indent=2, sort_keys=True))
+    if not args.quiet:
+        print(f"Wrote {path} ({result.image.width}x{result.image.height}, {result.settings.network} "
+              f"{result.settings.objective}, seed {result.settings.seed}) in {result.seconds:.1f} s.", file=sys.stderr)
+    return 0
+
+
+def command_atlas(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if not any(getattr(args, name) for name in ("octaves", "iterations", "settings")):
+        settings = settings.replace(octaves=3, iterations=8)
+    layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
+    bar = ProgressBar(not args.quiet, "atlas")
+
+    def report(cell: int, cells: int, step: Step) -> None:
+        per_cell = step.octaves * step.iterations
+        done = cell * per_cell + (step.octave - 1) * step.iterations + step.iteration
+        bar.update(done, cells * per_cell, f"layer {cell + 1}/{cells}")
+
+    try:
+        sheet, results = layer_atlas(
+            args.input, settings, layers=layers, cell_side=args.cell_size, columns=args.columns, on_step=report
+        )
+    finally:
+        bar.close()
+    metadata = {"dreamcore": 1, "atlas": [r.settings.objective for r in results], "settings": results[0].settings.to_dict()}
+    path = save_image(sheet, args.output, metadata)
+    if not args.quiet:
+        print(f"Wrote {path}: {len(results)} layers of {results[0].settings.network}.", file=sys.stderr)
+    return 0
+
+
+def command_layers(args: argparse.Namespace) -> int:
+    catalog = layer_catalog(args.network)
+    if args.json:
+        print(json.dumps([layer.__dict__ | {"aliases": list(layer.aliases)} for layer in catalog], indent=2))
+        return 0
+    print(f"Layers of {catalog.network}, from shallow to deep (use with --layer NAME or NAME:CHANNELS):")
+    width = max(len(layer.name) for layer in catalog)
+    for layer in catalog:
+        aliases = f" (also {', '.join(layer.aliases)})" if layer.aliases else ""
+        print(f"  {layer.name:<{width}}  {layer.channels:>5} ch  1/{layer.stride:<3} {layer.description}{aliases}")
+    return 0
+
+
+def command_models(args: argparse.Namespace) -> int:
+    if args.action == "import":
+        from dreamcore.networks.weights import import_weights
+
+        spec = import_weights(args.file, as_network=args.as_network, name=args.name, labels=args.labels)
+        print(f"Installed {args.file} as network {spec.name!r}; dream with `dreamcore dream IN -o OUT -n {spec.name}`.")
+        return 0
+    print("Networks (* = available offline now):")
+    for spec in list_networks():
+        available = spec.weights.is_available()
+        print(f"  {'*' if available else ' '} {spec.name:<14} {spec.description}")
+    print("Others download on first use; offline, put the file where the error message says, or run "
+          "`dreamcore models import FILE`.")
+    return 0
+
+
+def command_presets(_args: argparse.Namespace) -> int:
+    for preset in PRESETS.values():
+        values = ", ".join(f"{k} {v}" for k, v in preset.values.items())
+        print(f"  {preset.name:<10} {preset.description} ({values}; lite0 layer {preset.layers['lite0']})")
+    return 0
+
+
+def command_settings(args: argparse.Namespace) -> int:
+    data = read_metadata(args.file)
+    if data is None:
+        raise UsageError(f"{args.file} holds no dreamcore settings.")
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+def command_classify(args: argparse.Namespace) -> int:
+    from dreamcore.images import load_image, to_tensor
+
+    network = load_network(args.network or "lite0", args.device or "auto")
+    image = load_image(args.input).rgb.resize((network.native_size, network.native_size))
+    for label, probability in network.classify(to_tensor(image), top=args.top)[0]:
+        print(f"{probability:6.1%}  {label}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreamcore", description="DeepDream photos from the command line.")
+    parser.add_argument("--version", action="version", version=f"dreamcore {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dream_parser = commands.add_parser("dream", parents=[common], help="dream a photo", description="Dream a photo.")
+    dream_parser.add_argument("input", help="photo to dream (PNG, JPEG, WebP, GIF, ...)")
+    dream_parser.add_argument("-o", "--output", required=True, type=Path, help="where to write (.png, .jpg, .webp)")
+    dream_parser.add_argument("--guide", help="dream toward the features of this image")
+    dream_parser.add_argument("--print-settings", action="store_true", help="print the settings used as JSON")
+    add_dream_options(dream_parser)
+    dream_parser.set_defaults(run=command_dream)
+
+    atlas_parser = commands.add_parser("atlas", parents=[common], help="one photo dreamed at a row of layers, on one sheet")
+    atlas_parser.add_argument("input")
+    atlas_parser.add_argument("-o", "--output", required=True, type=Path)
+    atlas_parser.add_argument("--layers", help="comma-separated layers (default: eight from shallow to deep)")
+    atlas_parser.add_argument("--cell-size", type=positive_int, default=256, help="longer side of each picture")
+    atlas_parser.add_argument("--columns", type=positive_int)
+    add_dream_options(atlas_parser)
+    atlas_parser.set_defaults(run=command_atlas)
+
+    layers_parser = commands.add_parser("layers", parents=[common], help="list a network's layers")
+    layers_parser.add_argument("network", nargs="?", default="lite0")
+    layers_parser.add_argument("--json", action="store_true")
+    layers_parser.set_defaults(run=command_layers)
+
+    models_parser = commands.add_parser("models", parents=[common], help="list networks, or import a weights file")
+    models_parser.add_argument("action", nargs="?", choices=["list", "import"], default="list")
+    models_parser.add_argument("file", nargs="?", type=Path, help="with import: the .pth file")
+    models_parser.add_argument("--as", dest="as_network", help="with import: install as this built-in network")
+    models_parser.add_argument("--name", help="with import: name for your own network")
+    models_parser.add_argument("--labels", type=Path, help="with import: labels file, one class per line")
+    models_parser.set_defaults(run=command_models)
+
+    commands.add_parser("presets", parents=[common], help="list the named looks").set_defaults(run=command_presets)
+
+    settings_parser = commands.add_parser("settings", parents=[common], help="print the settings stored in a result")
+    settings_parser.add_argument("file", type=Path)
+    settings_parser.set_defaults(run=command_settings)
+
+    classify_parser = commands.add_parser("classify", parents=[common], help="what the network sees in a photo (top classes)")
+    classify_parser.add_argument("input")
+    classify_parser.add_argument("-n", "--network")
+    classify_parser.add_argument("--device")
+    classify_parser.add_argument("--top", type=positive_int, default=5)
+    classify_parser.set_defaults(run=command_classify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "models" and args.action == "import" and not args.file:
+        parser.error("models import needs a FILE")
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.run(args)
+    except DreamError as error:
+        if args.debug:
+            raise
+        print(f"dreamcore: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("dreamcore: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"dreamcore: unexpected error: {error!r}. Run again with --debug for details, and please report it.",
+              file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Choosing where and in which precision to run."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from dreamcore.errors import UsageError
+
+
+def pick_device(requested: str | torch.device = "auto") -> torch.device:
+    """CUDA, then Apple's MPS, then the CPU; ``requested`` (or $DREAMCORE_DEVICE) overrides."""
+    if isinstance(requested, torch.device):
+        return requested
+    choice = (requested or "auto").strip().lower()
+    if choice == "auto":
+        choice = os.environ.get("DREAMCORE_DEVICE", "auto").strip().lower() or "auto"
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError as error:
+        raise UsageError(f"Unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps.") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("CUDA was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("MPS was asked for but is not available on this machine; use --device cpu or auto.")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The reduced precision to run the network in, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision not in ("auto", "bf16", "fp16"):
+        raise UsageError(f"Unknown precision {precision!r}; use auto, fp32, bf16 or fp16.")
+    if device.type == "cuda":
+        if precision == "fp16":
+            return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16 if precision in ("auto", "fp16") else torch.bfloat16
+    if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
+        return torch.bfloat16
+    return None

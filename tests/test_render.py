@@ -1,0 +1,137 @@
+"""The render loop and the gradient machinery, on a tiny random network (fast)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dreamcore.errors import Cancelled
+from dreamcore.gradients import TiledGradient, fold_batch_norms, prepare_for_speed, tile_edges
+from dreamcore.objectives import layer, parse
+from dreamcore.render import deep_dream, octave_shapes
+from tiny import tiny_network
+
+
+def noise_image(height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, height, width, generator=generator)
+
+
+def test_octave_shapes_run_from_small_to_the_original_size() -> None:
+    shapes = octave_shapes(300, 451, octaves=3, scale=1.5)
+    assert shapes == [(133, 200), (200, 301), (300, 451)]
+    assert octave_shapes(10, 10, 1, 1.4) == [(10, 10)]
+
+
+@pytest.mark.parametrize(("length", "tile"), [(100, 512), (512, 512), (513, 512), (1100, 512), (4096, 500)])
+def test_tiles_cover_every_pixel_once_and_respect_the_size(length: int, tile: int) -> None:
+    edges = tile_edges(length, tile)
+    assert edges[0][0] == 0 and edges[-1][1] == length
+    assert all(a1 == b0 for (_, a1), (b0, _) in zip(edges, edges[1:], strict=False))
+    assert all(0 < end - start <= tile for start, end in edges)
+
+
+@pytest.mark.parametrize(("layer_name", "jitter"), [("first", 8), ("second", 0)])
+def test_dream_raises_the_objective_and_keeps_size_and_range(layer_name: str, jitter: int) -> None:
+    # (A random stride-2 layer likes near-Nyquist patterns whose phase odd shifts flip, so it dreams unjittered.)
+    network = tiny_network()
+    objective = layer(layer_name)
+    image = 0.4 + 0.2 * noise_image()  # away from the clamp at 0 and 1
+    before = float(objective(network.activations(image, objective.layers)))
+    gradient = TiledGradient(network, objective, precision="fp32")
+    result = deep_dream(image, gradient, octaves=2, iterations=10, step=0.05, jitter=jitter, seed=1)
+    after = float(objective(network.activations(result, objective.layers)))
+    assert result.shape == image.shape
+    assert 0.0 <= float(result.min()) and float(result.max()) <= 1.0
+    assert after > 1.5 * before
+
+
+def test_a_seed_makes_a_run_repeatable() -> None:
+    network = tiny_network()
+    gradient = TiledGradient(network, layer("first"), precision="fp32")
+    image = noise_image()
+    first = deep_dream(image, gradient, octaves=2, iterations=3, seed=7)
+    again = deep_dream(image, gradient, octaves=2, iterations=3, seed=7)
+    other = deep_dream(image, gradient, octaves=2, iterations=3, seed=8)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_progress_reports_every_step_and_cancellation_stops_the_render() -> None:
+    network = tiny_network()
+    steps = []
+    with pytest.raises(Cancelled):
+        deep_dream(
+            noise_image(),
+            TiledGradient(network, layer("first"), precision="fp32"),
+            octaves=3,
+            iterations=4,
+            on_step=steps.append,
+            should_stop=lambda: len(steps) >= 6,
+        )
+    assert [(s.octave, s.iteration) for s in steps] == [(1, 1), (1, 2), (1, 3), (1, 4), (2, 1), (2, 2)]
+    assert steps[-1].fraction == pytest.approx(6 / 12)
+    assert all(s.octaves == 3 and s.iterations == 4 for s in steps)
+
+
+def test_max_loss_ends_each_octave_early() -> None:
+    network = tiny_network()
+    steps = []
+    deep_dream(
+        noise_image(), TiledGradient(network, layer("first")), octaves=3, iterations=5, max_loss=0.0,
+        on_step=steps.append,
+    )
+    assert [(s.octave, s.iteration) for s in steps] == [(1, 1), (2, 1), (3, 1)]
+
+
+def test_tiled_gradient_equals_the_whole_image_gradient_for_a_pointwise_network() -> None:
+    # With 1x1 convolutions no pixel sees its neighbours, so tiling must not change the gradient at all.
+    network = tiny_network(kernel=1)
+    objective = layer("first")
+    image = noise_image(70, 90)
+    whole_loss, whole = TiledGradient(network, objective, tile_size=4096, precision="fp32")(image)
+    tiled_loss, tiled = TiledGradient(network, objective, tile_size=64, precision="fp32")(image)
+    assert torch.allclose(whole, tiled, atol=1e-6)
+    assert tiled_loss == pytest.approx(whole_loss, rel=1e-4)
+
+
+def test_the_forward_pass_stops_at_the_deepest_layer_needed() -> None:
+    network = tiny_network()
+    network.module.runs.clear()
+    network.activations(noise_image(), ["one"])  # an alias of "first"
+    assert network.module.runs == ["first"]
+    network.module.runs.clear()
+    acts = network.activations(noise_image(), ["second", "first"])
+    assert network.module.runs == ["first", "second"]
+    assert set(acts) == {"first", "second"}
+
+
+def test_folding_batch_norms_keeps_the_network_function() -> None:
+    network = tiny_network()
+    image = noise_image()
+    expected = network.module(network.preprocess(image))
+    folded = copy.deepcopy(network)
+    assert fold_batch_norms(folded.module) == 2
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.module.modules())
+    assert torch.allclose(folded.module(folded.preprocess(image)), expected, atol=1e-5)
+
+
+def test_preparing_twice_is_harmless() -> None:
+    network = tiny_network()
+    image = noise_image()
+    expected = network.module(network.preprocess(image))
+    prepare_for_speed(prepare_for_speed(network))
+    assert torch.allclose(network.module(network.preprocess(image)), expected, atol=1e-5)
+
+
+def test_bf16_gradient_points_the_same_way_as_fp32() -> None:
+    network = tiny_network()
+    objective = parse("second", network.catalog)
+    image = noise_image(64, 64)
+    _, exact = TiledGradient(network, objective, precision="fp32")(image)
+    _, reduced = TiledGradient(network, objective, precision="bf16")(image)
+    cosine = torch.nn.functional.cosine_similarity(exact.flatten(), reduced.flatten(), dim=0)
+    assert reduced.dtype == torch.float32
+    assert float(cosine) > 0.95
