@@ -26,15 +26,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import reference_gradient  # noqa: E402
+from reference import reference_gradient
 
-from dreamcore.api import resolve  # noqa: E402
-from dreamcore.gradients import TiledGradient  # noqa: E402
-from dreamcore.images import to_image, to_tensor  # noqa: E402
-from dreamcore.networks import load_network  # noqa: E402
-from dreamcore.objectives import parse  # noqa: E402
-from dreamcore.render import deep_dream  # noqa: E402
-from dreamcore.settings import DreamSettings  # noqa: E402
+from dreamcore.api import resolve
+from dreamcore.gradients import TiledGradient
+from dreamcore.images import to_image, to_tensor
+from dreamcore.networks import load_network
+from dreamcore.objectives import parse
+from dreamcore.render import deep_dream
+from dreamcore.settings import DreamSettings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "data"
 
@@ -99,15 +99,23 @@ def main() -> None:
         "fast": TiledGradient(network, objective, tile_size=settings.tile_size),
     }
     steps = settings.octaves * settings.iterations
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {width}x{height}, "
-          f"network {settings.network}, objective {settings.objective}, {settings.octaves} octaves x "
-          f"{settings.iterations} iterations, fast precision {contenders['fast'].dtype or 'fp32'}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {width}x{height}, "
+        f"network {settings.network}, objective {settings.objective}, {settings.octaves} octaves x "
+        f"{settings.iterations} iterations, fast precision {contenders['fast'].dtype or 'fp32'}"
+    )
 
     def run(name: str) -> tuple[float, torch.Tensor]:
         started = time.perf_counter()
         out = deep_dream(
-            original, contenders[name], octaves=settings.octaves, octave_scale=settings.octave_scale,
-            iterations=settings.iterations, step=settings.step, jitter=settings.jitter, seed=settings.seed,
+            original,
+            contenders[name],
+            octaves=settings.octaves,
+            octave_scale=settings.octave_scale,
+            iterations=settings.iterations,
+            step=settings.step,
+            jitter=settings.jitter,
+            seed=settings.seed,
         )
         return time.perf_counter() - started, out
 
@@ -126,9 +134,11 @@ def main() -> None:
         median = statistics.median(values)
         print(f"{name:>9}: {median:.2f} s median, {median / steps * 1000:.0f} ms per iteration")
     print(f"speed-up: {statistics.median(ratios):.2f}x median (min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
-    print(f"similarity (SSIM, fast vs reference output): {ssim(outputs['fast'], outputs['reference']):.3f}; "
-          f"each vs the input photo: fast {ssim(outputs['fast'], original):.3f}, "
-          f"reference {ssim(outputs['reference'], original):.3f}")
+    print(
+        f"similarity (SSIM, fast vs reference output): {ssim(outputs['fast'], outputs['reference']):.3f}; "
+        f"each vs the input photo: fast {ssim(outputs['fast'], original):.3f}, "
+        f"reference {ssim(outputs['reference'], original):.3f}"
+    )
     print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
@@ -140,8 +150,10 @@ def main() -> None:
             [sys.executable, __file__, "--big-child", str(args.big)], capture_output=True, text=True, check=True
         )
         result = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"{result['side']}x{result['side']}: {result['seconds']:.1f} s for 3 octaves x 2 iterations, "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB (target at most 3072 MB)")
+        print(
+            f"{result['side']}x{result['side']}: {result['seconds']:.1f} s for 3 octaves x 2 iterations, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB (target at most 3072 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """dreamcore: DeepDream on PyTorch, usable from Python and from the `dreamcore` command.
 
-    from dreamcore import dream, DreamSettings
-    result = dream("photo.jpg", DreamSettings.from_preset("deep", seed=1))
-    result.image.save("dream.png")
+from dreamcore import dream, DreamSettings
+result = dream("photo.jpg", DreamSettings.from_preset("deep", seed=1))
+result.image.save("dream.png")
 """
 
 from dreamcore.api import DreamResult, dream, preview_image

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from dreamcore import objectives
+from dreamcore.errors import UnknownNameError
 from dreamcore.gradients import TiledGradient
-from dreamcore.images import LoadedImage, finish_image, load_image, to_image, to_tensor
-from dreamcore.networks import Network, load_network
+from dreamcore.images import LoadedImage, finish_image, from_pil, load_image, to_image, to_tensor
+from dreamcore.networks import Network, load_network, networks_with_layer
 from dreamcore.objectives import Objective
 from dreamcore.render import Step, deep_dream
 from dreamcore.settings import DreamSettings, get_preset, preset_objective
@@ -39,13 +40,14 @@ def as_loaded(source: ImageSource, max_side: int | None = None) -> LoadedImage:
     if isinstance(source, LoadedImage):
         return source
     if isinstance(source, Image.Image):
-        return LoadedImage(rgb=source.convert("RGB"), alpha=None, original_size=source.size, format=None, frames=1)
+        return from_pil(source, max_side=max_side)
     return load_image(source, max_side=max_side)
 
 
 def resolve(settings: DreamSettings, network: Network, with_guide: bool = False) -> DreamSettings:
     """Fill in what the preset decides and pick a seed, so the settings describe the result exactly."""
     spec = settings.objective or preset_objective(get_preset(settings.preset), network.name, network.catalog.names())
+    check_layers_exist(spec, network)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     guide_layer = ""
     if with_guide:
@@ -53,6 +55,22 @@ def resolve(settings: DreamSettings, network: Network, with_guide: bool = False)
         layers = objectives.parse(spec, network.catalog).layers
         guide_layer = network.catalog.resolve(settings.guide_layer or min(layers, key=network.catalog.depth)).name
     return settings.replace(network=network.name, objective=spec, seed=seed, guide_layer=guide_layer)
+
+
+def check_layers_exist(spec: str, network: Network) -> None:
+    """Parse ``spec`` for its errors; a layer of another network gets a hint naming that network."""
+    try:
+        objectives.parse(spec, network.catalog)
+    except UnknownNameError as error:
+        owners = [name for name in networks_with_layer(error.name) if name != network.name]
+        if owners:
+            raise UnknownNameError(
+                error.kind,
+                error.name,
+                error.suggestions,
+                f"{error.name} is a layer of {' and '.join(owners)}; choose that network to dream with it.",
+            ) from None
+        raise
 
 
 def build_objective(settings: DreamSettings, network: Network, guide: ImageSource | None = None) -> Objective:

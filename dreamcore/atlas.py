@@ -49,9 +49,7 @@ def layer_atlas(
     results = []
     for index, layer_name in enumerate(chosen):
         report = (lambda step, index=index: on_step(index, len(chosen), step)) if on_step else None
-        results.append(
-            dream(loaded, settings.replace(objective=layer_name), on_step=report, should_stop=should_stop)
-        )
+        results.append(dream(loaded, settings.replace(objective=layer_name), on_step=report, should_stop=should_stop))
     return compose_sheet(results, network, columns), results
 
 

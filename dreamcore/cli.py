@@ -21,7 +21,7 @@ from dreamcore.api import dream
 from dreamcore.atlas import layer_atlas
 from dreamcore.errors import DreamError, UsageError
 from dreamcore.images import read_metadata, save_image
-from dreamcore.networks import layer_catalog, list_networks, load_network
+from dreamcore.networks import import_weights, layer_catalog, list_networks, load_network
 from dreamcore.render import Step
 from dreamcore.settings import PRESETS, DreamSettings
 
@@ -43,7 +43,10 @@ def add_dream_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-n", "--network", help="network to dream with (see `dreamcore models`); default lite0")
     group.add_argument("-p", "--preset", help=f"named look: {', '.join(PRESETS)} (default: default)")
     group.add_argument(
-        "-l", "--layer", action="append", metavar="SPEC",
+        "-l",
+        "--layer",
+        action="append",
+        metavar="SPEC",
         help="layer to maximise, repeatable; SPEC may carry channels and a weight: block9, block9:3,7, 0.5*block12",
     )
     group.add_argument("--channels", help="comma-separated channels of the (single) --layer to maximise")
@@ -153,8 +156,11 @@ def command_dream(args: argparse.Namespace) -> int:
     if args.print_settings:
         print(json.dumps(result.settings.to_dict(), indent=2, sort_keys=True))
     if not args.quiet:
-        print(f"Wrote {path} ({result.image.width}x{result.image.height}, {result.settings.network} "
-              f"{result.settings.objective}, seed {result.settings.seed}) in {result.seconds:.1f} s.", file=sys.stderr)
+        print(
+            f"Wrote {path} ({result.image.width}x{result.image.height}, {result.settings.network} "
+            f"{result.settings.objective}, seed {result.settings.seed}) in {result.seconds:.1f} s.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -176,7 +182,11 @@ def command_atlas(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    metadata = {"dreamcore": 1, "atlas": [r.settings.objective for r in results], "settings": results[0].settings.to_dict()}
+    metadata = {
+        "dreamcore": 1,
+        "atlas": [r.settings.objective for r in results],
+        "settings": results[0].settings.to_dict(),
+    }
     path = save_image(sheet, args.output, metadata)
     if not args.quiet:
         print(f"Wrote {path}: {len(results)} layers of {results[0].settings.network}.", file=sys.stderr)
@@ -198,8 +208,6 @@ def command_layers(args: argparse.Namespace) -> int:
 
 def command_models(args: argparse.Namespace) -> int:
     if args.action == "import":
-        from dreamcore.networks.weights import import_weights
-
         spec = import_weights(args.file, as_network=args.as_network, name=args.name, labels=args.labels)
         print(f"Installed {args.file} as network {spec.name!r}; dream with `dreamcore dream IN -o OUT -n {spec.name}`.")
         return 0
@@ -207,8 +215,10 @@ def command_models(args: argparse.Namespace) -> int:
     for spec in list_networks():
         available = spec.weights.is_available()
         print(f"  {'*' if available else ' '} {spec.name:<14} {spec.description}")
-    print("Others download on first use; offline, put the file where the error message says, or run "
-          "`dreamcore models import FILE`.")
+    print(
+        "Others download on first use; offline, put the file where the error message says, or run "
+        "`dreamcore models import FILE`."
+    )
     return 0
 
 
@@ -253,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_dream_options(dream_parser)
     dream_parser.set_defaults(run=command_dream)
 
-    atlas_parser = commands.add_parser("atlas", parents=[common], help="one photo dreamed at a row of layers, on one sheet")
+    atlas_parser = commands.add_parser(
+        "atlas", parents=[common], help="one photo dreamed at a row of layers, on one sheet"
+    )
     atlas_parser.add_argument("input")
     atlas_parser.add_argument("-o", "--output", required=True, type=Path)
     atlas_parser.add_argument("--layers", help="comma-separated layers (default: eight from shallow to deep)")
@@ -281,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings_parser.add_argument("file", type=Path)
     settings_parser.set_defaults(run=command_settings)
 
-    classify_parser = commands.add_parser("classify", parents=[common], help="what the network sees in a photo (top classes)")
+    classify_parser = commands.add_parser(
+        "classify", parents=[common], help="what the network sees in a photo (top classes)"
+    )
     classify_parser.add_argument("input")
     classify_parser.add_argument("-n", "--network")
     classify_parser.add_argument("--device")
@@ -309,8 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"dreamcore: unexpected error: {error!r}. Run again with --debug for details, and please report it.",
-              file=sys.stderr)
+        print(
+            f"dreamcore: unexpected error: {error!r}. Run again with --debug for details, and please report it.",
+            file=sys.stderr,
+        )
         return EXIT_UNEXPECTED
 
 

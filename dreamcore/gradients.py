@@ -10,6 +10,7 @@ benchmark compares against.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 
@@ -25,7 +26,7 @@ def tile_edges(length: int, tile_size: int) -> list[tuple[int, int]]:
     """Split ``length`` pixels into near-equal spans of at most ``tile_size``."""
     count = max(1, math.ceil(length / tile_size))
     edges = [round(i * length / count) for i in range(count + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 class TiledGradient:
@@ -93,7 +94,7 @@ def fold_batch_norms(module: nn.Module) -> int:
     folded = 0
     for parent in module.modules():
         children = list(parent.named_children())
-        for (_conv_name, conv), (bn_name, bn) in zip(children, children[1:], strict=False):
+        for (_conv_name, conv), (bn_name, bn) in itertools.pairwise(children):
             if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training):
                 continue
             if conv.out_channels != bn.num_features:

@@ -149,6 +149,17 @@ def load_image(source: Source, *, max_pixels: int = 64_000_000, max_side: int | 
     return LoadedImage(rgb=rgb, alpha=alpha, original_size=original_size, format=file_format, frames=frames)
 
 
+def from_pil(image: Image.Image, *, max_side: int | None = None) -> LoadedImage:
+    """A picture already in memory (a Pillow image), normalised like :func:`load_image` does a file."""
+    rgb, alpha = _to_rgb(image, "the image")
+    original_size = rgb.size
+    if max_side is not None and max(rgb.size) > max_side:
+        target = _fit(original_size, max_side)
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        alpha = alpha.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0) if alpha is not None else None
+    return LoadedImage(rgb=rgb, alpha=alpha, original_size=original_size, format=None, frames=1)
+
+
 def read_metadata(source: Source) -> dict | None:
     """The settings :func:`save_image` stored in a PNG, JPEG or WebP file, or None when it has none."""
     name = _describe(source)

@@ -37,7 +37,9 @@ class Objective:
         if isinstance(other, (int, float)):
             return Objective(lambda acts: self(acts) + other, self.layers, f"{self.description} + {other}")
         return Objective(
-            lambda acts: self(acts) + other(acts), self.layers | other.layers, f"{self.description} + {other.description}"
+            lambda acts: self(acts) + other(acts),
+            self.layers | other.layers,
+            f"{self.description} + {other.description}",
         )
 
     def __radd__(self, other: float) -> Objective:
@@ -94,7 +96,9 @@ def class_logit(index: int, name: str = "logits") -> Objective:
     return Objective(lambda acts: acts[name][:, index].float().mean(), [name], f"class {index}")
 
 
-_TERM = re.compile(r"^\s*(?:(?P<weight>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*\*\s*)?(?P<layer>[^:*\s]+)(?::(?P<channels>[\d,\s]+))?\s*$")
+_TERM = re.compile(
+    r"^\s*(?:(?P<weight>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*\*\s*)?(?P<layer>[^:*\s]+)(?::(?P<channels>[\d,\s]+))?\s*$"
+)
 
 
 def parse(spec: str, catalog: LayerCatalog) -> Objective:
@@ -122,7 +126,8 @@ def parse(spec: str, catalog: LayerCatalog) -> Objective:
             bad = [c for c in channels if not 0 <= c < info.channels]
             if bad:
                 raise UsageError(
-                    f"Layer {info.name} has channels 0 to {info.channels - 1}; {', '.join(map(str, bad))} is out of range."
+                    f"Layer {info.name} has channels 0 to {info.channels - 1}; "
+                    f"{', '.join(map(str, bad))} is out of range."
                 )
             term_objective = channel(info.name, channels)
         else:

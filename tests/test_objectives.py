@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_network
 
 from dreamcore.errors import UnknownNameError, UsageError
 from dreamcore.objectives import channel, class_logit, guide, layer, parse
-from tiny import tiny_network
 
 
 @pytest.fixture

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
+from tiny import tiny_network
 
 from dreamcore.errors import Cancelled
 from dreamcore.gradients import TiledGradient, fold_batch_norms, prepare_for_speed, tile_edges
 from dreamcore.objectives import layer, parse
 from dreamcore.render import deep_dream, octave_shapes
-from tiny import tiny_network
 
 
 def noise_image(height: int = 48, width: int = 64, seed: int = 0) -> torch.Tensor:
@@ -29,7 +30,7 @@ def test_octave_shapes_run_from_small_to_the_original_size() -> None:
 def test_tiles_cover_every_pixel_once_and_respect_the_size(length: int, tile: int) -> None:
     edges = tile_edges(length, tile)
     assert edges[0][0] == 0 and edges[-1][1] == length
-    assert all(a1 == b0 for (_, a1), (b0, _) in zip(edges, edges[1:], strict=False))
+    assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(edges))
     assert all(0 < end - start <= tile for start, end in edges)
 
 
@@ -44,7 +45,7 @@ def test_dream_raises_the_objective_and_keeps_size_and_range(layer_name: str, ji
     result = deep_dream(image, gradient, octaves=2, iterations=10, step=0.05, jitter=jitter, seed=1)
     after = float(objective(network.activations(result, objective.layers)))
     assert result.shape == image.shape
-    assert 0.0 <= float(result.min()) and float(result.max()) <= 1.0
+    assert float(result.min()) >= 0.0 and float(result.max()) <= 1.0
     assert after > 1.5 * before
 
 
@@ -80,7 +81,11 @@ def test_max_loss_ends_each_octave_early() -> None:
     network = tiny_network()
     steps = []
     deep_dream(
-        noise_image(), TiledGradient(network, layer("first")), octaves=3, iterations=5, max_loss=0.0,
+        noise_image(),
+        TiledGradient(network, layer("first")),
+        octaves=3,
+        iterations=5,
+        max_loss=0.0,
         on_step=steps.append,
     )
     assert [(s.octave, s.iteration) for s in steps] == [(1, 1), (2, 1), (3, 1)]

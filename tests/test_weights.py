@@ -236,9 +236,7 @@ def test_import_own_network_with_labels(checkpoints, cache, tmp_path):
 
 
 def test_default_name_comes_from_the_file(checkpoints, tmp_path):
-    from dreamcore.networks import weights  # where the command line finds it
-
-    spec = weights.import_weights(checkpoints["places"], labels=places_labels(tmp_path, 365))
+    spec = import_weights(checkpoints["places"], labels=places_labels(tmp_path, 365))
     assert spec.name == "googlenet_places365" and get_spec("googlenet_places365").num_classes == 365
 
 

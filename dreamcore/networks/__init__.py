@@ -473,3 +473,8 @@ def layer_catalog(name: str) -> LayerCatalog:
     spec = get_spec(name)
     module = _on_meta(spec.build, spec.num_classes)
     return LayerCatalog(spec.name, [stage.info for stage in module.stages()])  # type: ignore[operator]
+
+
+def networks_with_layer(layer_name: str) -> list[str]:
+    """Built-in networks that have a layer called ``layer_name``, for "did you mean another network?" hints."""
+    return [spec.name for spec in builtin_specs() if layer_catalog(spec.name).find(layer_name) is not None]

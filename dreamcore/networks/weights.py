@@ -16,15 +16,12 @@ import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import torch
 from tqdm import tqdm
 
 from dreamcore.errors import WeightsError
-
-if TYPE_CHECKING:
-    from dreamcore.networks import NetworkSpec
 
 
 def cache_dir() -> Path:
@@ -270,17 +267,3 @@ def read_manifests() -> list[tuple[Path, dict[str, object]]]:
         if isinstance(manifest, dict):
             found.append((manifest_path.parent, manifest))
     return found
-
-
-def import_weights(
-    file: str | Path,
-    as_network: str | None = None,
-    name: str | None = None,
-    labels: str | Path | None = None,
-    *,
-    transform_input: bool | None = None,
-) -> NetworkSpec:
-    """Install a checkpoint from disk (see :func:`dreamcore.networks.import_weights`, which does the work)."""
-    from dreamcore import networks  # the registry imports this module, so it is looked up at call time
-
-    return networks.import_weights(file, as_network, name, labels, transform_input=transform_input)
