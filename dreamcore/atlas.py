@@ -17,6 +17,8 @@ from dreamcore.settings import DreamSettings
 
 LABEL_HEIGHT = 44
 GAP = 6
+# Cells are small, so each layer gets a stronger push than a full-size dream needs to show its character.
+ATLAS_DEFAULTS = {"octaves": 3, "iterations": 10, "step": 0.012}
 
 
 def default_atlas_layers(network: Network, count: int = 8) -> list[str]:
@@ -42,7 +44,7 @@ def layer_atlas(
 
     ``on_step(cell, cells, step)`` reports progress across the whole sheet.
     """
-    settings = settings or DreamSettings.from_preset("default", octaves=3, iterations=8)
+    settings = settings or DreamSettings.from_preset("default", **ATLAS_DEFAULTS)
     network = load_network(settings.network, settings.device)
     chosen = [network.catalog.resolve(name).name for name in (layers or default_atlas_layers(network))]
     loaded = as_loaded(image, max_side=cell_side)
@@ -69,7 +71,9 @@ def compose_sheet(results: Sequence[DreamResult], network: Network, columns: int
         info = network.catalog.resolve(result.settings.objective)
         draw.text((x + 2, y + cell_h + 4), info.name, fill="black", font=title_font)
         note = f"{info.channels} ch, 1/{info.stride}" + (f", {info.description}" if info.description else "")
-        while note and draw.textlength(note, font=note_font) > cell_w - 4:
-            note = note[:-2]
+        if draw.textlength(note, font=note_font) > cell_w - 4:
+            while note and draw.textlength(note + "…", font=note_font) > cell_w - 4:
+                note = note[:-1]
+            note = note.rstrip(" ,") + "…"
         draw.text((x + 2, y + cell_h + 24), note, fill=(90, 90, 90), font=note_font)
     return sheet

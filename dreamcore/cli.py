@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from dreamcore import __version__
 from dreamcore.api import dream
-from dreamcore.atlas import layer_atlas
+from dreamcore.atlas import ATLAS_DEFAULTS, layer_atlas
 from dreamcore.errors import DreamError, UsageError
 from dreamcore.images import read_metadata, save_image
 from dreamcore.networks import import_weights, layer_catalog, list_networks, load_network
@@ -166,8 +167,8 @@ def command_dream(args: argparse.Namespace) -> int:
 
 def command_atlas(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if not any(getattr(args, name) for name in ("octaves", "iterations", "settings")):
-        settings = settings.replace(octaves=3, iterations=8)
+    if not any(getattr(args, name) for name in ("octaves", "iterations", "step", "settings")):
+        settings = settings.replace(**ATLAS_DEFAULTS)
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     bar = ProgressBar(not args.quiet, "atlas")
 
@@ -320,6 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dreamcore: interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which stopped reading: not an error worth a message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as error:
         if args.debug:
             raise

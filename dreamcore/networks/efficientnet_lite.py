@@ -157,7 +157,7 @@ class EfficientNetLite(nn.Module):
             stride *= spec.stride
             stage = self.stage_of_block[i]
             aliases = (f"stage{stage}",) if last_of_stage[stage] == i else ()
-            description = f"stage {stage}, {spec.kernel}x{spec.kernel} MBConv" + (" (end of stage)" if aliases else "")
+            description = f"stage {stage} {'end' if aliases else 'block'}, {spec.kernel}x{spec.kernel}"
             stages.append(Stage(LayerInfo(f"block{i}", spec.channels_out, stride, description, aliases), block))
         stages.append(Stage(LayerInfo("head", 1280, stride, "1x1 head: whole objects"), self.head))
         stages.append(Stage(LayerInfo("logits", self._fc.out_features, stride, "class scores"), self.logits))
