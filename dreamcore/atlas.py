@@ -6,6 +6,7 @@ It answers "what does each layer do?" at a glance, which is how people choose a 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
@@ -45,6 +46,8 @@ def layer_atlas(
     ``on_step(cell, cells, step)`` reports progress across the whole sheet.
     """
     settings = settings or DreamSettings.from_preset("default", **ATLAS_DEFAULTS)
+    if settings.seed is None:  # one seed for every cell, so the sheet's settings describe all of it
+        settings = settings.replace(seed=random.randrange(2**31))
     network = load_network(settings.network, settings.device)
     chosen = [network.catalog.resolve(name).name for name in (layers or default_atlas_layers(network))]
     loaded = as_loaded(image, max_side=cell_side)

@@ -7,6 +7,7 @@ as a traceback, unless --debug is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -21,10 +22,10 @@ from dreamcore import __version__
 from dreamcore.api import dream
 from dreamcore.atlas import ATLAS_DEFAULTS, layer_atlas
 from dreamcore.errors import DreamError, UsageError
-from dreamcore.images import read_metadata, save_image
+from dreamcore.images import output_format, read_metadata, save_image
 from dreamcore.networks import import_weights, layer_catalog, list_networks, load_network
 from dreamcore.render import Step
-from dreamcore.settings import PRESETS, DreamSettings
+from dreamcore.settings import PRESETS, DreamSettings, get_preset
 
 log = logging.getLogger("dreamcore")
 
@@ -96,7 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> DreamSettings:
     given = {key: value for key, value in overrides.items() if value is not None}
     if base:
         if args.preset:
-            base["preset"] = args.preset
+            base["preset"] = get_preset(args.preset).name
         return DreamSettings.from_dict({**base, **given})
     return DreamSettings.from_preset(args.preset or "default", **given)
 
@@ -111,8 +112,12 @@ def load_settings_file(path: Path) -> dict[str, Any]:
         data = read_metadata(path)
         if data is None:
             raise UsageError(f"{path} holds no dreamcore settings; pass a result made by dreamcore or a JSON file.")
-    settings = data.get("settings", data)
+    settings = data.get("settings", data) if isinstance(data, dict) else None
+    if not isinstance(settings, dict):
+        raise UsageError(f"{path} does not hold dreamcore settings (a JSON object of settings).")
     settings.pop("device", None)  # reproduce on whatever this machine has
+    if isinstance(data, dict) and data.get("guide"):
+        settings["extra"] = {**settings.get("extra", {}), "guide": data["guide"]}
     return settings
 
 
@@ -144,7 +149,14 @@ class ProgressBar:
 
 
 def command_dream(args: argparse.Namespace) -> int:
+    output_format(args.output)
     settings = settings_from_args(args)
+    guided_by = settings.extra.get("guide")
+    if settings.guide_layer and not args.guide:
+        raise UsageError(
+            f"These settings dreamed toward a guide image ({guided_by or 'not recorded'}); "
+            "pass it again with --guide FILE to make the same dream."
+        )
     bar = ProgressBar(not args.quiet)
     try:
         result = dream(args.input, settings, guide=args.guide, on_step=bar)
@@ -166,6 +178,7 @@ def command_dream(args: argparse.Namespace) -> int:
 
 
 def command_atlas(args: argparse.Namespace) -> int:
+    output_format(args.output)
     settings = settings_from_args(args)
     if not any(getattr(args, name) for name in ("octaves", "iterations", "step", "settings")):
         settings = settings.replace(**ATLAS_DEFAULTS)
@@ -243,7 +256,7 @@ def command_classify(args: argparse.Namespace) -> int:
 
     network = load_network(args.network or "lite0", args.device or "auto")
     image = load_image(args.input).rgb.resize((network.native_size, network.native_size))
-    for label, probability in network.classify(to_tensor(image), top=args.top)[0]:
+    for label, probability in network.classify(to_tensor(image), top=min(args.top, len(network.labels)))[0]:
         print(f"{probability:6.1%}  {label}")
     return 0
 
@@ -323,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # Output piped into e.g. `head`, which stopped reading: not an error worth a message.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as error:
         if args.debug:

@@ -464,6 +464,18 @@ def encode_image(image: Image.Image, format: str = "png", metadata: dict | None 
     return buffer.getvalue()
 
 
+def output_format(path: str | Path) -> str:
+    """The format a file name asks for; a UsageError for names no supported format fits.
+
+    Cheap, so callers can check an output path before hours of work rather than after.
+    """
+    path = Path(path)
+    if not path.suffix:
+        raise UsageError(f"Cannot tell which format to save '{path}' in; end the file name with {_WRITABLE}.")
+    _write_format(path.suffix)
+    return path.suffix
+
+
 def save_image(
     image: Image.Image, path: str | Path, metadata: dict | None = None, *, format: str | None = None
 ) -> Path:
@@ -472,11 +484,7 @@ def save_image(
     The file appears complete or not at all: it is written beside the target and then renamed.
     """
     path = Path(path)
-    if format is None:
-        if not path.suffix:
-            raise UsageError(f"Cannot tell which format to save '{path}' in; end the file name with {_WRITABLE}.")
-        format = path.suffix
-    data = encode_image(image, format, metadata)
+    data = encode_image(image, format or output_format(path), metadata)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
