@@ -33,14 +33,24 @@ def pick_device(requested: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def cpu_supports_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), where autocast pays off."""
+def cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
-            flags = cpuinfo.read()
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+        pass
+    return set()
+
+
+def cpu_bf16_pays(flags: set[str] | None = None) -> bool:
+    """Whether bfloat16 autocast makes dreaming faster on this CPU.
+
+    Only with AMX tiles. Measured on a 2-core AVX512-BF16 CPU (Zen 4) with 512 px tiles: bf16 232 ms
+    against fp32 222 ms per 1024x768 gradient, and a less faithful result, so fp32 it is there.
+    """
+    return "amx_bf16" in (cpu_flags() if flags is None else flags)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -55,6 +65,6 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "mps":
         return torch.float16 if precision in ("auto", "fp16") else torch.bfloat16
-    if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
+    if precision == "bf16" or (precision == "auto" and cpu_bf16_pays()):
         return torch.bfloat16
     return None

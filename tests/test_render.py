@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import tiny_network
 
-from dreamcore.errors import Cancelled
+from dreamcore.errors import Cancelled, UsageError
 from dreamcore.gradients import TiledGradient, fold_batch_norms, prepare_for_speed, tile_edges
 from dreamcore.objectives import layer, parse
 from dreamcore.render import deep_dream, octave_shapes
@@ -140,3 +140,17 @@ def test_bf16_gradient_points_the_same_way_as_fp32() -> None:
     cosine = torch.nn.functional.cosine_similarity(exact.flatten(), reduced.flatten(), dim=0)
     assert reduced.dtype == torch.float32
     assert float(cosine) > 0.95
+
+
+def test_precision_choice(monkeypatch) -> None:
+    from dreamcore import devices
+
+    cpu = torch.device("cpu")
+    assert devices.autocast_dtype(cpu, "fp32") is None
+    assert devices.autocast_dtype(cpu, "bf16") is torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert devices.autocast_dtype(cpu, "auto") is None  # measured: does not pay without AMX
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx512_bf16", "amx_bf16", "amx_tile"})
+    assert devices.autocast_dtype(cpu, "auto") is torch.bfloat16
+    with pytest.raises(UsageError, match="precision"):
+        devices.autocast_dtype(cpu, "fp8")
