@@ -9,12 +9,39 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from dreamcore.errors import UnknownNameError, UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+_NOUNS = {int: "a whole number", float: "a number", str: "text", dict: "a JSON object"}
+
+
+def check_field_types(settings: Any, optional: set[str] = frozenset()) -> None:
+    """Values from JSON or a chat can be of any type: say which one is wrong instead of crashing later.
+
+    Fields are checked against their annotations (int, float, str, dict; ``X | None`` for ``optional``).
+    """
+    hints = typing.get_type_hints(type(settings))
+    for spec in dataclasses.fields(settings):
+        hint = hints[spec.name]
+        origin = typing.get_origin(hint)
+        if origin is dict or hint in _NOUNS:
+            kind = origin or hint
+        else:  # "int | None" and the like
+            kind = next(t for t in typing.get_args(hint) if t in _NOUNS)
+        value = getattr(settings, spec.name)
+        if value is None and spec.name in optional:
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            continue  # 2 is a fine step size
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            or_empty = " or empty" if spec.name in optional else ""
+            raise UsageError(f"{spec.name.replace('_', ' ')} must be {_NOUNS[kind]}{or_empty} (got {value!r}).")
 
 
 @dataclass(frozen=True)
@@ -46,7 +73,7 @@ class DreamSettings:
             if not ok:
                 raise UsageError(message)
 
-        self._check_types()
+        check_field_types(self, optional=_OPTIONAL)
         check(1 <= self.octaves <= 12, f"octaves must be between 1 and 12 (got {self.octaves}).")
         check(1.05 <= self.octave_scale <= 3.0, f"octave scale must be between 1.05 and 3 (got {self.octave_scale}).")
         check(1 <= self.iterations <= 500, f"iterations must be between 1 and 500 (got {self.iterations}).")
@@ -56,21 +83,6 @@ class DreamSettings:
         check(self.max_side is None or 16 <= self.max_side <= 16384, "max side must be between 16 and 16384 pixels.")
         check(self.seed is None or 0 <= self.seed < 2**63, "seed must be a non-negative integer.")
         check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
-
-    def _check_types(self) -> None:
-        """Values from JSON or a chat can be of any type; say which one is wrong instead of crashing."""
-        for name, kind in _FIELD_TYPES.items():
-            value = getattr(self, name)
-            optional = name in _OPTIONAL
-            if value is None and optional:
-                continue
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                continue  # 2 is a fine step size
-            if not isinstance(value, kind) or isinstance(value, bool):
-                noun = {int: "a whole number", float: "a number", str: "text", dict: "a JSON object"}[kind]
-                raise UsageError(
-                    f"{name.replace('_', ' ')} must be {noun}{' or empty' if optional else ''} (got {value!r})."
-                )
 
     def replace(self, **changes: Any) -> DreamSettings:
         return dataclasses.replace(self, **changes)
@@ -97,24 +109,6 @@ class DreamSettings:
         return cls(preset=chosen.name, **values)
 
 
-_FIELD_TYPES: dict[str, type] = {
-    "network": str,
-    "objective": str,
-    "preset": str,
-    "octaves": int,
-    "octave_scale": float,
-    "iterations": int,
-    "step": float,
-    "jitter": int,
-    "tile_size": int,
-    "seed": int,
-    "max_side": int,
-    "max_loss": float,
-    "device": str,
-    "precision": str,
-    "guide_layer": str,
-    "extra": dict,
-}
 _OPTIONAL = {"seed", "max_side", "max_loss"}
 
 
