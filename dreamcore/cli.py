@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,23 @@ from tqdm import tqdm
 from dreamcore import __version__
 from dreamcore.api import dream
 from dreamcore.atlas import ATLAS_DEFAULTS, layer_atlas
+from dreamcore.classes import parse_class_list, search_classes
+from dreamcore.drawing import (
+    MIX_LAYOUTS,
+    DrawSettings,
+    PictureResult,
+    draw_path,
+    fill_mask,
+    letters,
+    mix,
+    visualize,
+)
 from dreamcore.errors import DreamError, UsageError
-from dreamcore.images import output_format, read_metadata, save_image
+from dreamcore.images import load_image, output_format, read_metadata, save_image
 from dreamcore.networks import import_weights, layer_catalog, list_networks, load_network
 from dreamcore.render import Step
 from dreamcore.settings import PRESETS, DreamSettings, get_preset
+from dreamcore.shapes import PATH_SHAPES
 
 log = logging.getLogger("dreamcore")
 
@@ -102,6 +114,15 @@ def settings_from_args(args: argparse.Namespace) -> DreamSettings:
     return DreamSettings.from_preset(args.preset or "default", **given)
 
 
+def read_any_metadata(path: Path) -> dict | None:
+    """Settings stored in a still (PNG, JPEG, WebP) or an animation (GIF, WebP, MP4)."""
+    if path.suffix.lower() == ".mp4":
+        from dreamcore.animation import read_animation_metadata
+
+        return read_animation_metadata(path)
+    return read_metadata(path)
+
+
 def load_settings_file(path: Path) -> dict[str, Any]:
     if path.suffix.lower() == ".json":
         try:
@@ -109,7 +130,7 @@ def load_settings_file(path: Path) -> dict[str, Any]:
         except (OSError, json.JSONDecodeError) as error:
             raise UsageError(f"Could not read settings from {path}: {error}.") from error
     else:
-        data = read_metadata(path)
+        data = read_any_metadata(path)
         if data is None:
             raise UsageError(f"{path} holds no dreamcore settings; pass a result made by dreamcore or a JSON file.")
     settings = data.get("settings", data) if isinstance(data, dict) else None
@@ -207,6 +228,163 @@ def command_atlas(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_zoom(args: argparse.Namespace) -> int:
+    import itertools
+
+    from dreamcore.animation import animation_format, parse_size, save_animation
+    from dreamcore.zoom import ZoomSettings, zoom
+
+    animation_format(args.output)  # a wrong suffix or a missing MP4 encoder must fail before minutes of dreaming
+    max_bytes = parse_size(args.max_bytes) if args.max_bytes is not None else None
+    stored = read_any_metadata(args.settings) if args.settings and args.settings.suffix.lower() != ".json" else None
+    stored_zoom = stored.get("zoom", {}) if isinstance(stored, dict) and isinstance(stored.get("zoom"), dict) else {}
+    dream_settings = settings_from_args(args)
+    given = {
+        "frames": args.frames,
+        "zoom": args.zoom,
+        "rotate": args.rotate,
+        "fps": args.fps,
+        "size": args.size,
+        "frame_octaves": args.frame_octaves,
+        "frame_iterations": args.frame_iterations,
+    }
+    values = {**stored_zoom, **{key: value for key, value in given.items() if value is not None}}
+    if "frames" not in values:
+        raise UsageError("Say how many frames to make with --frames N; 48 frames play for 4 seconds at 12 fps.")
+    settings = ZoomSettings.from_dict({**values, "dream": dream_settings})
+
+    # One bar over every step of every frame; the first frame takes more steps than the rest.
+    starts = list(itertools.accumulate((settings.frame_steps(i) for i in range(settings.frames)), initial=0))
+    bar = ProgressBar(not args.quiet, "zooming")
+
+    def report(index: int, frames: int, step: Step | None) -> None:
+        if step is None:  # the frame is finished
+            done = starts[index + 1]
+        else:
+            done = starts[index] + (step.octave - 1) * step.iterations + step.iteration
+        bar.update(done, starts[-1], f"frame {index + 1}/{frames}")
+
+    try:
+        result = zoom(args.input, settings, on_frame=report)
+    finally:
+        bar.close()
+    path = save_animation(result.frames, args.output, settings.fps, max_bytes=max_bytes, metadata=result.metadata())
+    if not args.quiet:
+        width, height = result.frames[0].size
+        print(
+            f"Wrote {path} ({len(result.frames)} frames dreamed at {width}x{height}, {settings.fps} fps; "
+            f"{path.stat().st_size:,} bytes; seed {result.settings.dream.seed}) in {result.seconds:.1f} s.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def add_draw_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that draw from nothing."""
+    group = parser.add_argument_group("drawing options")
+    group.add_argument("-n", "--network", default="lite0", help="network to draw with (default lite0)")
+    group.add_argument("--size", default="512x512", help="WIDTHxHEIGHT of the picture, or one number (default 512)")
+    group.add_argument("--steps", type=positive_int, help="optimisation steps in all (default 256)")
+    group.add_argument("--octaves", type=positive_int, help="drawn small first, then refined (default 2)")
+    group.add_argument("--learning-rate", type=float, help="Adam's step size (default 0.05)")
+    group.add_argument("--views", type=positive_int, help="random views of each region per step (default 2)")
+    group.add_argument("--background", type=float, help="grey outside masks, 0 black .. 1 white (default 0.5)")
+    group.add_argument("--seed", type=int, help="makes a picture repeatable")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    group.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+
+
+def draw_settings_from_args(args: argparse.Namespace) -> DrawSettings:
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x")) if "x" in args.size else (int(args.size),) * 2
+    except ValueError:
+        raise UsageError(
+            f"Could not read the size {args.size!r}; write WIDTHxHEIGHT (e.g. 768x512) or one number."
+        ) from None
+    given = {
+        "network": args.network,
+        "width": width,
+        "height": height,
+        "steps": args.steps,
+        "octaves": args.octaves,
+        "learning_rate": args.learning_rate,
+        "views": args.views,
+        "background": args.background,
+        "seed": args.seed,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    return DrawSettings(**{key: value for key, value in given.items() if value is not None})
+
+
+def finish_drawing(args: argparse.Namespace, make: Callable[..., PictureResult]) -> int:
+    """Run one drawing with a progress bar, save it with its settings, and say where it went."""
+    output_format(args.output)
+    settings = draw_settings_from_args(args)
+    bar = ProgressBar(not args.quiet, "drawing")
+    try:
+        result = make(settings, bar)
+    finally:
+        bar.close()
+    path = save_image(result.image, args.output, result.metadata())
+    if not args.quiet:
+        print(
+            f"Wrote {path} ({result.mode}: {', '.join(result.params['classes'])}; seed {result.settings.seed}) "
+            f"in {result.seconds:.1f} s.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def command_visualize(args: argparse.Namespace) -> int:
+    photo = load_image(args.photo, max_side=4096) if args.photo else None
+    return finish_drawing(args, lambda settings, bar: visualize(args.target, settings, photo=photo, on_step=bar))
+
+
+def command_mix(args: argparse.Namespace) -> int:
+    targets = args.targets
+    if len(targets) == 1:  # "gorilla and french horn" as one argument
+        targets = [label.index for label in parse_class_list(targets[0])]
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    photo = load_image(args.photo, max_side=4096) if args.photo else None
+    return finish_drawing(
+        args, lambda settings, bar: mix(targets, args.layout, weights, settings, photo=photo, on_step=bar)
+    )
+
+
+def command_path(args: argparse.Namespace) -> int:
+    shape = args.points or args.shape
+    return finish_drawing(
+        args,
+        lambda settings, bar: draw_path(args.target, shape, settings, count=args.count, brush=args.brush, on_step=bar),
+    )
+
+
+def command_letters(args: argparse.Namespace) -> int:
+    overrides = {}
+    for pair in args.letter or []:
+        letter, _, name = pair.partition("=")
+        if not name:
+            raise UsageError(f"Write --letter as LETTER=CLASS (e.g. A=apple), not {pair!r}.")
+        overrides[letter.strip()] = name.strip()
+    return finish_drawing(
+        args,
+        lambda settings, bar: letters(args.text, settings, target=args.target, overrides=overrides, on_step=bar),
+    )
+
+
+def command_mask(args: argparse.Namespace) -> int:
+    return finish_drawing(args, lambda settings, bar: fill_mask(args.target, args.mask, settings, on_step=bar))
+
+
+def command_classes(args: argparse.Namespace) -> int:
+    labels = load_network(args.network, "cpu").labels if args.network != "lite0" else None
+    for label in search_classes(args.query or "", labels, limit=args.limit):
+        synonyms = [s for s in label.synonyms if s != label.name][:3]
+        print(f"  {label.index:>4}  {label.name}" + (f"  ({', '.join(synonyms)})" if synonyms else ""))
+    return 0
+
+
 def command_layers(args: argparse.Namespace) -> int:
     catalog = layer_catalog(args.network)
     if args.json:
@@ -244,7 +422,7 @@ def command_presets(_args: argparse.Namespace) -> int:
 
 
 def command_settings(args: argparse.Namespace) -> int:
-    data = read_metadata(args.file)
+    data = read_any_metadata(args.file)
     if data is None:
         raise UsageError(f"{args.file} holds no dreamcore settings.")
     print(json.dumps(data, indent=2, sort_keys=True))
@@ -287,6 +465,94 @@ def build_parser() -> argparse.ArgumentParser:
     atlas_parser.add_argument("--columns", type=positive_int)
     add_dream_options(atlas_parser)
     atlas_parser.set_defaults(run=command_atlas)
+
+    zoom_parser = commands.add_parser(
+        "zoom",
+        parents=[common],
+        help="the endless zoom: dream, zoom in, dream again (GIF, WebP or MP4)",
+        description=(
+            "Dream a photo, zoom into its centre a little, dream again, frame after frame, as in the original "
+            "DeepDream notebook. The dream options set the first frame; later frames take --frame-octaves and "
+            "--frame-iterations."
+        ),
+    )
+    zoom_parser.add_argument("input", help="photo to start from")
+    zoom_parser.add_argument("-o", "--output", required=True, type=Path, help="where to write (.gif, .webp or .mp4)")
+    zoom_parser.add_argument(
+        "--frames", type=int, metavar="N", help="how many frames, 1 to 600 (48 play for 4 s at 12 fps)"
+    )
+    zoom_parser.add_argument("--zoom", type=float, metavar="FACTOR", help="scale per frame, 1 to 1.5 (default 1.05)")
+    zoom_parser.add_argument(
+        "--rotate", type=float, metavar="DEGREES", help="degrees to turn per frame, counter-clockwise (default 0)"
+    )
+    zoom_parser.add_argument("--fps", type=int, help="frames per second, 1 to 60 (default 12)")
+    zoom_parser.add_argument(
+        "--size", type=int, metavar="PIXELS", help="longer side of the frames in pixels (default 512)"
+    )
+    zoom_parser.add_argument(
+        "--frame-octaves", type=int, metavar="N", help="octaves of each frame after the first (default 3)"
+    )
+    zoom_parser.add_argument(
+        "--frame-iterations", type=int, metavar="N", help="steps per octave after the first frame (default 5)"
+    )
+    zoom_parser.add_argument(
+        "--max-bytes", metavar="SIZE", help="shrink the file until it fits, e.g. 10MiB (Discord) or 5MB (X)"
+    )
+    add_dream_options(zoom_parser)
+    zoom_parser.set_defaults(run=command_zoom)
+
+    visualize_parser = commands.add_parser(
+        "visualize", parents=[common], help="what the network thinks a class looks like (e.g. banana)"
+    )
+    visualize_parser.add_argument("target", help="class name or number (see `dreamcore classes QUERY`)")
+    visualize_parser.add_argument("-o", "--output", required=True, type=Path)
+    visualize_parser.add_argument("--photo", help="dream the class into this photo instead of drawing from nothing")
+    add_draw_options(visualize_parser)
+    visualize_parser.set_defaults(run=command_visualize)
+
+    mix_parser = commands.add_parser("mix", parents=[common], help="several classes in one picture")
+    mix_parser.add_argument("targets", nargs="+", help='classes, e.g. gorilla "french horn" (or "gorilla and horn")')
+    mix_parser.add_argument("-o", "--output", required=True, type=Path)
+    mix_parser.add_argument("--layout", choices=MIX_LAYOUTS, default="side", help="side by side, above, or blend")
+    mix_parser.add_argument("--weights", help="comma-separated weights, one per class (e.g. 1,0.5)")
+    mix_parser.add_argument("--photo", help="dream the classes into this photo")
+    add_draw_options(mix_parser)
+    mix_parser.set_defaults(run=command_mix)
+
+    path_parser = commands.add_parser("path", parents=[common], help="draw a class along a line, circle, spiral...")
+    path_parser.add_argument("target")
+    path_parser.add_argument("-o", "--output", required=True, type=Path)
+    path_parser.add_argument("--shape", choices=PATH_SHAPES, default="circle")
+    path_parser.add_argument("--points", help='your own path: "x,y x,y ..." in pixels or fractions (0.2,0.5)')
+    path_parser.add_argument("--count", type=positive_int, default=12, help="points along the shape (density)")
+    path_parser.add_argument("--brush", type=float, default=0.3, help="window size as a fraction of the canvas")
+    add_draw_options(path_parser)
+    path_parser.set_defaults(run=command_path)
+
+    letters_parser = commands.add_parser(
+        "letters", parents=[common], help="text whose letters are filled with animals and things"
+    )
+    letters_parser.add_argument("text")
+    letters_parser.add_argument("-o", "--output", required=True, type=Path)
+    letters_parser.add_argument("--class", dest="target", help="fill every letter with this class")
+    letters_parser.add_argument(
+        "--letter", action="append", metavar="L=CLASS", help="alphabet mode: choose a letter's class (repeatable)"
+    )
+    add_draw_options(letters_parser)
+    letters_parser.set_defaults(run=command_letters)
+
+    mask_parser = commands.add_parser("mask", parents=[common], help="a class drawn inside your black-and-white mask")
+    mask_parser.add_argument("target")
+    mask_parser.add_argument("mask", help="white is drawn, black stays background; same proportions as --size")
+    mask_parser.add_argument("-o", "--output", required=True, type=Path)
+    add_draw_options(mask_parser)
+    mask_parser.set_defaults(run=command_mask)
+
+    classes_parser = commands.add_parser("classes", parents=[common], help="find class names to draw")
+    classes_parser.add_argument("query", nargs="?", help="part of a name, e.g. shark")
+    classes_parser.add_argument("-n", "--network", default="lite0")
+    classes_parser.add_argument("--limit", type=positive_int, default=25)
+    classes_parser.set_defaults(run=command_classes)
 
     layers_parser = commands.add_parser("layers", parents=[common], help="list a network's layers")
     layers_parser.add_argument("network", nargs="?", default="lite0")
