@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 from PIL import ExifTags, Image
 
 from dreamcore.errors import DreamError, UsageError
-from dreamcore.images import read_metadata
+from dreamcore.images import read_metadata, write_atomically
 
 __all__ = [
     "ANIMATION_FORMATS",
@@ -195,17 +194,7 @@ def save_animation(
     """Write ``frames`` to ``path`` as GIF, WebP or MP4 (from the suffix); the file appears complete or not at all."""
     path = Path(path)
     data = encode_animation(frames, animation_format(path), fps, max_bytes=max_bytes, metadata=metadata)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "xb") as handle:
-            handle.write(data)
-        os.replace(partial, path)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        reason = error.strerror or str(error)
-        raise DreamError(f"Cannot write '{path}' ({reason}). Choose another output path.") from error
-    return path
+    return write_atomically(path, data)
 
 
 def read_animation_metadata(path: str | os.PathLike[str]) -> dict | None:

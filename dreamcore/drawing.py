@@ -31,7 +31,7 @@ from dreamcore.images import LoadedImage, to_image, to_tensor
 from dreamcore.networks import Network, load_network
 from dreamcore.parameterization import FourierImage
 from dreamcore.render import Step
-from dreamcore.settings import check_field_types
+from dreamcore.settings import SettingsRecord, check_field_types
 from dreamcore.shapes import (
     Point,
     boxes_of,
@@ -52,8 +52,10 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the ca
 
 
 @dataclass(frozen=True)
-class DrawSettings:
+class DrawSettings(SettingsRecord):
     """How a picture from nothing is drawn (what is drawn comes with each mode's function)."""
+
+    kind = "drawing setting"
 
     network: str = "lite0"
     width: int = 512
@@ -86,19 +88,6 @@ class DrawSettings:
             0 <= self.jitter <= 256 and 0 <= self.rotate <= 180, "jitter must be 0..256 px and rotate 0..180 degrees."
         )
         check(0 <= self.background <= 1, "background must be between 0 (black) and 1 (white).")
-
-    def replace(self, **changes: Any) -> DrawSettings:
-        return type(self)(**{**self.to_dict(), **changes})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> DrawSettings:
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise UsageError(f"Unknown setting(s) {', '.join(unknown)} for a drawing.")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -484,7 +484,11 @@ def save_image(
     The file appears complete or not at all: it is written beside the target and then renamed.
     """
     path = Path(path)
-    data = encode_image(image, format or output_format(path), metadata)
+    return write_atomically(path, encode_image(image, format or output_format(path), metadata))
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """Write ``data`` beside ``path`` and rename it into place, so the file appears complete or not at all."""
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import difflib
 import json
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from dreamcore.errors import UnknownNameError, UsageError
 
@@ -30,8 +30,8 @@ def check_field_types(settings: Any, optional: set[str] = frozenset()) -> None:
     for spec in dataclasses.fields(settings):
         hint = hints[spec.name]
         origin = typing.get_origin(hint)
-        if origin is dict or hint in _NOUNS:
-            kind = origin or hint
+        if origin is dict or isinstance(hint, type):
+            kind = origin or hint  # also nested settings, e.g. a zoom's DreamSettings
         else:  # "int | None" and the like
             kind = next(t for t in typing.get_args(hint) if t in _NOUNS)
         value = getattr(settings, spec.name)
@@ -41,11 +41,41 @@ def check_field_types(settings: Any, optional: set[str] = frozenset()) -> None:
             continue  # 2 is a fine step size
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             or_empty = " or empty" if spec.name in optional else ""
-            raise UsageError(f"{spec.name.replace('_', ' ')} must be {_NOUNS[kind]}{or_empty} (got {value!r}).")
+            noun = _NOUNS.get(kind, kind.__name__)
+            raise UsageError(f"{spec.name.replace('_', ' ')} must be {noun}{or_empty} (got {value!r}).")
+
+
+class SettingsRecord:
+    """What every settings dataclass shares: copies with changes, JSON, and reading back with a check."""
+
+    kind = "setting"  # how errors name these settings
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def check_known(cls, values: Any) -> dict[str, Any]:
+        if not isinstance(values, dict):
+            raise UsageError(f"{cls.kind.capitalize()}s must be a JSON object (got {values!r}).")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"Unknown {cls.kind}(s) {', '.join(unknown)}; known ones are {', '.join(sorted(known))}.")
+        return dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        return cls(**cls.check_known(values))
 
 
 @dataclass(frozen=True)
-class DreamSettings:
+class DreamSettings(SettingsRecord):
     """Everything that decides what a dream looks like (and where it runs)."""
 
     network: str = "lite0"
@@ -83,23 +113,6 @@ class DreamSettings:
         check(self.max_side is None or 16 <= self.max_side <= 16384, "max side must be between 16 and 16384 pixels.")
         check(self.seed is None or 0 <= self.seed < 2**63, "seed must be a non-negative integer.")
         check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
-
-    def replace(self, **changes: Any) -> DreamSettings:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DreamSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"Unknown setting(s) {', '.join(unknown)}; known settings are {', '.join(sorted(known))}.")
-        return cls(**values)
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: Any) -> DreamSettings:

@@ -7,8 +7,6 @@ frames already carry the dream and get a few cheap steps each (see :class:`ZoomS
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from dreamcore.errors import Cancelled, UsageError
 from dreamcore.images import from_pil, to_image, to_tensor
 from dreamcore.networks import load_network
 from dreamcore.render import Step
-from dreamcore.settings import DreamSettings
+from dreamcore.settings import DreamSettings, SettingsRecord, check_field_types
 
 # frame index (0-based), frame count, the frame's current step or None once the frame is finished
 FrameProgressFn = Callable[[int, int, Step | None], None]
@@ -33,8 +31,10 @@ MAX_FRAMES = 600
 
 
 @dataclass(frozen=True)
-class ZoomSettings:
+class ZoomSettings(SettingsRecord):
     """Everything that decides what a zoom animation looks like."""
+
+    kind = "zoom setting"
 
     frames: int = 48
     zoom: float = 1.05  # scale per frame: 1.05 flies 5% closer every frame, as in the 2015 notebook
@@ -56,13 +56,7 @@ class ZoomSettings:
             if not ok:
                 raise UsageError(message)
 
-        for name, kind in _FIELD_TYPES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, kind):
-                noun = "a whole number" if kind is int else "a number"
-                raise UsageError(f"{name.replace('_', ' ')} must be {noun} (got {value!r}).")
-        if not isinstance(self.dream, DreamSettings):
-            raise UsageError(f"dream must be DreamSettings (got {type(self.dream).__name__}).")
+        check_field_types(self)
         check(
             1 <= self.frames <= MAX_FRAMES,
             f"frames must be between 1 and {MAX_FRAMES} (got {self.frames}); 48 frames make 4 seconds at 12 fps.",
@@ -109,42 +103,15 @@ class ZoomSettings:
         settings = self.frame_dream(index)
         return settings.octaves * settings.iterations
 
-    def replace(self, **changes: Any) -> ZoomSettings:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "dream"}
-        return {**values, "dream": self.dream.to_dict()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ZoomSettings:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(
-                f"Unknown zoom setting(s) {', '.join(unknown)}; known settings are {', '.join(sorted(known))}."
-            )
-        values = dict(values)
+        values = cls.check_known(values)
         dream_values = values.pop("dream", None)
         if dream_values is not None and not isinstance(dream_values, DreamSettings):
             if not isinstance(dream_values, dict):
                 raise UsageError(f"dream must be a JSON object of dream settings (got {dream_values!r}).")
             dream_values = DreamSettings.from_dict(dream_values)
         return cls(**values, **({"dream": dream_values} if dream_values is not None else {}))
-
-
-_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "frames": int,
-    "zoom": (int, float),
-    "rotate": (int, float),
-    "fps": int,
-    "size": int,
-    "frame_octaves": int,
-    "frame_iterations": int,
-}
 
 
 @dataclass(frozen=True)

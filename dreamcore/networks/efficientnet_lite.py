@@ -94,8 +94,8 @@ class MBConvBlock(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.has_expansion:
-            x = F.relu6(self._bn0(self._expand_conv(x)), inplace=True)
-        x = F.relu6(self._bn1(self._depthwise_conv(x)), inplace=True)
+            x = F.relu6(self._bn0(self._expand_conv(x)))
+        x = F.relu6(self._bn1(self._depthwise_conv(x)))
         x = self._bn2(self._project_conv(x))
         return x + inputs if self.has_skip else x
 
@@ -135,10 +135,10 @@ class EfficientNetLite(nn.Module):
         self._fc = nn.Linear(1280, num_classes)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
+        return F.relu6(self._bn0(self._conv_stem(x)))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)
+        return F.relu6(self._bn1(self._conv_head(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self._fc(x.mean(dim=(2, 3)))
