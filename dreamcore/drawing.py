@@ -31,7 +31,7 @@ from dreamcore.images import LoadedImage, to_image, to_tensor
 from dreamcore.networks import Network, load_network
 from dreamcore.parameterization import FourierImage
 from dreamcore.render import Step
-from dreamcore.settings import SettingsRecord, check_field_types
+from dreamcore.settings import SettingsRecord, check_field_types, require
 from dreamcore.shapes import (
     Point,
     boxes_of,
@@ -74,20 +74,16 @@ class DrawSettings(SettingsRecord):
     def __post_init__(self) -> None:
         check_field_types(self, optional={"seed"})
 
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise UsageError(message)
-
-        check(32 <= self.width <= 4096 and 32 <= self.height <= 4096, "width and height must be 32 to 4096 pixels.")
-        check(1 <= self.steps <= 5000, f"steps must be between 1 and 5000 (got {self.steps}).")
-        check(1 <= self.octaves <= 4, f"octaves must be between 1 and 4 (got {self.octaves}).")
-        check(self.steps >= self.octaves, "steps must be at least the number of octaves.")
-        check(0 < self.learning_rate <= 1, "learning rate must be above 0 and at most 1.")
-        check(1 <= self.views <= 16, "views must be between 1 and 16.")
-        check(
+        require(32 <= self.width <= 4096 and 32 <= self.height <= 4096, "width and height must be 32 to 4096 pixels.")
+        require(1 <= self.steps <= 5000, f"steps must be between 1 and 5000 (got {self.steps}).")
+        require(1 <= self.octaves <= 4, f"octaves must be between 1 and 4 (got {self.octaves}).")
+        require(self.steps >= self.octaves, "steps must be at least the number of octaves.")
+        require(0 < self.learning_rate <= 1, "learning rate must be above 0 and at most 1.")
+        require(1 <= self.views <= 16, "views must be between 1 and 16.")
+        require(
             0 <= self.jitter <= 256 and 0 <= self.rotate <= 180, "jitter must be 0..256 px and rotate 0..180 degrees."
         )
-        check(0 <= self.background <= 1, "background must be between 0 (black) and 1 (white).")
+        require(0 <= self.background <= 1, "background must be between 0 (black) and 1 (white).")
 
 
 @dataclass(frozen=True)

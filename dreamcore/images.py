@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -165,15 +166,20 @@ def read_metadata(source: Source) -> dict | None:
     name = _describe(source)
     with _open(source, name, None) as image:
         try:
-            for text in _metadata_texts(image):
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    continue  # a comment some other program wrote
-                if isinstance(value, dict):
-                    return value
+            return first_json_object(_metadata_texts(image))
         except Exception as error:  # broken EXIF or text chunks: same sentence as any damaged file
             raise ImageError(_damaged(name, image.format)) from error
+
+
+def first_json_object(texts: Iterable[str]) -> dict | None:
+    """The first text that is a JSON object: ours, among comments other programs may have written."""
+    for text in texts:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
     return None
 
 

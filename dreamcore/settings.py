@@ -45,6 +45,12 @@ def check_field_types(settings: Any, optional: set[str] = frozenset()) -> None:
             raise UsageError(f"{spec.name.replace('_', ' ')} must be {noun}{or_empty} (got {value!r}).")
 
 
+def require(ok: bool, message: str) -> None:
+    """A settings check: ``message`` says what is allowed."""
+    if not ok:
+        raise UsageError(message)
+
+
 class SettingsRecord:
     """What every settings dataclass shares: copies with changes, JSON, and reading back with a check."""
 
@@ -99,20 +105,17 @@ class DreamSettings(SettingsRecord):
         self.validate()
 
     def validate(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise UsageError(message)
 
         check_field_types(self, optional=_OPTIONAL)
-        check(1 <= self.octaves <= 12, f"octaves must be between 1 and 12 (got {self.octaves}).")
-        check(1.05 <= self.octave_scale <= 3.0, f"octave scale must be between 1.05 and 3 (got {self.octave_scale}).")
-        check(1 <= self.iterations <= 500, f"iterations must be between 1 and 500 (got {self.iterations}).")
-        check(0 < self.step <= 1.0, f"step must be above 0 and at most 1 (got {self.step}).")
-        check(0 <= self.jitter <= 512, f"jitter must be between 0 and 512 pixels (got {self.jitter}).")
-        check(64 <= self.tile_size <= 8192, f"tile size must be between 64 and 8192 pixels (got {self.tile_size}).")
-        check(self.max_side is None or 16 <= self.max_side <= 16384, "max side must be between 16 and 16384 pixels.")
-        check(self.seed is None or 0 <= self.seed < 2**63, "seed must be a non-negative integer.")
-        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
+        require(1 <= self.octaves <= 12, f"octaves must be between 1 and 12 (got {self.octaves}).")
+        require(1.05 <= self.octave_scale <= 3.0, f"octave scale must be between 1.05 and 3 (got {self.octave_scale}).")
+        require(1 <= self.iterations <= 500, f"iterations must be between 1 and 500 (got {self.iterations}).")
+        require(0 < self.step <= 1.0, f"step must be above 0 and at most 1 (got {self.step}).")
+        require(0 <= self.jitter <= 512, f"jitter must be between 0 and 512 pixels (got {self.jitter}).")
+        require(64 <= self.tile_size <= 8192, f"tile size must be between 64 and 8192 pixels (got {self.tile_size}).")
+        require(self.max_side is None or 16 <= self.max_side <= 16384, "max side must be between 16 and 16384 pixels.")
+        require(self.seed is None or 0 <= self.seed < 2**63, "seed must be a non-negative integer.")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides: Any) -> DreamSettings:

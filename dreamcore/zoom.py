@@ -22,7 +22,7 @@ from dreamcore.errors import Cancelled, UsageError
 from dreamcore.images import from_pil, to_image, to_tensor
 from dreamcore.networks import load_network
 from dreamcore.render import Step
-from dreamcore.settings import DreamSettings, SettingsRecord, check_field_types
+from dreamcore.settings import DreamSettings, SettingsRecord, check_field_types, require
 
 # frame index (0-based), frame count, the frame's current step or None once the frame is finished
 FrameProgressFn = Callable[[int, int, Step | None], None]
@@ -52,27 +52,24 @@ class ZoomSettings(SettingsRecord):
         self.validate()
 
     def validate(self) -> None:
-        def check(ok: bool, message: str) -> None:
-            if not ok:
-                raise UsageError(message)
 
         check_field_types(self)
-        check(
+        require(
             1 <= self.frames <= MAX_FRAMES,
             f"frames must be between 1 and {MAX_FRAMES} (got {self.frames}); 48 frames make 4 seconds at 12 fps.",
         )
-        check(
+        require(
             math.isfinite(self.zoom) and 1.0 <= self.zoom <= 1.5,
             f"zoom must be between 1 and 1.5 per frame (got {self.zoom}); 1.05 is a gentle flight inward.",
         )
-        check(
+        require(
             math.isfinite(self.rotate) and -45 <= self.rotate <= 45,
             f"rotate must be between -45 and 45 degrees per frame (got {self.rotate}).",
         )
-        check(1 <= self.fps <= 60, f"fps must be between 1 and 60 frames per second (got {self.fps}).")
-        check(16 <= self.size <= 2048, f"size must be between 16 and 2048 pixels (got {self.size}).")
-        check(1 <= self.frame_octaves <= 12, f"frame octaves must be between 1 and 12 (got {self.frame_octaves}).")
-        check(
+        require(1 <= self.fps <= 60, f"fps must be between 1 and 60 frames per second (got {self.fps}).")
+        require(16 <= self.size <= 2048, f"size must be between 16 and 2048 pixels (got {self.size}).")
+        require(1 <= self.frame_octaves <= 12, f"frame octaves must be between 1 and 12 (got {self.frame_octaves}).")
+        require(
             1 <= self.frame_iterations <= 500,
             f"frame iterations must be between 1 and 500 (got {self.frame_iterations}).",
         )
