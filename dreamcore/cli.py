@@ -286,7 +286,7 @@ def add_draw_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", default="512x512", help="WIDTHxHEIGHT of the picture, or one number (default 512)")
     group.add_argument("--steps", type=positive_int, help="optimisation steps in all (default 256)")
     group.add_argument("--octaves", type=positive_int, help="drawn small first, then refined (default 2)")
-    group.add_argument("--learning-rate", type=float, help="Adam's step size (default 0.05)")
+    group.add_argument("--learning-rate", type=float, help="Adam's step size (default 0.08)")
     group.add_argument("--views", type=positive_int, help="random views of each region per step (default 2)")
     group.add_argument("--background", type=float, help="grey outside masks, 0 black .. 1 white (default 0.5)")
     group.add_argument("--seed", type=int, help="makes a picture repeatable")
