@@ -62,7 +62,7 @@ class DrawSettings(SettingsRecord):
     height: int = 512
     steps: int = 256  # optimisation steps in all, shared among the octaves
     octaves: int = 2  # drawn at 1/2**(octaves-1) of the size first, then refined at each doubling
-    learning_rate: float = 0.08  # 0.05 gave muddier pictures with the same hit rate
+    learning_rate: float = 0.08  # clearer than 0.05; both were recognised 50/50 by another network
     views: int = 2  # randomly transformed looks at each region per step
     jitter: int = 16
     rotate: float = 10.0
