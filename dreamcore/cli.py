@@ -440,7 +440,10 @@ def command_classify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dreamcore", description="DeepDream photos from the command line.")
+    parser = argparse.ArgumentParser(
+        prog="dreamcore",
+        description="DeepDream from the command line: dream photos, draw what a network sees, make zoom animations.",
+    )
     parser.add_argument("--version", action="version", version=f"dreamcore {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
