@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 import torch
@@ -33,18 +35,19 @@ def pick_device(requested: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # read once: callers ask on every optimisation step
+def cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
             for line in cpuinfo:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
-def cpu_bf16_pays(flags: set[str] | None = None) -> bool:
+def cpu_bf16_pays(flags: frozenset[str] | None = None) -> bool:
     """Whether bfloat16 autocast makes dreaming faster on this CPU.
 
     Only with AMX tiles. Measured on a 2-core AVX512-BF16 CPU (Zen 4) with 512 px tiles: bf16 232 ms
@@ -68,3 +71,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "bf16" or (precision == "auto" and cpu_bf16_pays()):
         return torch.bfloat16
     return None
+
+
+def precision_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device`` (from :func:`autocast_dtype`), or nothing for plain fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

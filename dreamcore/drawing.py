@@ -12,7 +12,6 @@ modes differ only in their regions:
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dreamcore.classes import ALPHABET, alphabet_class, find_class
-from dreamcore.devices import autocast_dtype
+from dreamcore.devices import autocast_dtype, precision_context
 from dreamcore.errors import Cancelled, UsageError
 from dreamcore.gradients import prepare_for_speed
 from dreamcore.images import LoadedImage, to_image, to_tensor
@@ -189,9 +188,7 @@ def region_score(
     views = transforms(crop.expand(settings.views, -1, -1, -1), rng, out_size=out_size)
     if network.device.type in ("cpu", "cuda"):
         views = views.contiguous(memory_format=torch.channels_last)
-    dtype = autocast_dtype(network.device, settings.precision)
-    context = torch.autocast(network.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with context:
+    with precision_context(network.device, autocast_dtype(network.device, settings.precision)):
         logits = network.activations(views, ["logits"])["logits"].float()
     return sum(weight * logits[:, index].mean() for index, weight in region.targets)
 

@@ -3,13 +3,12 @@
 This is the speed work kept beside the render loop: the image is cut into tiles (so a 4096x4096
 photo never holds more than one tile's activations), the network runs only as deep as the objective
 needs, in channels-last layout and in bfloat16/float16 where the hardware does that natively, with
-batch norms folded into the convolutions. ``reference_gradient`` is the plain fp32 version the
-benchmark compares against.
+batch norms folded into the convolutions. ``benchmarks/reference.py`` holds the plain fp32 version
+it is measured against.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import threading
@@ -17,7 +16,7 @@ import threading
 import torch
 from torch import nn
 
-from dreamcore.devices import autocast_dtype
+from dreamcore.devices import autocast_dtype, precision_context
 from dreamcore.networks.base import Network
 from dreamcore.objectives import Objective
 
@@ -41,11 +40,6 @@ class TiledGradient:
         self.dtype = autocast_dtype(network.device, precision)
         self.channels_last = network.device.type in ("cpu", "cuda")
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.network.device.type, dtype=self.dtype)
-
     def __call__(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
         height, width = image.shape[-2:]
         gradient = torch.empty_like(image)
@@ -54,7 +48,7 @@ class TiledGradient:
             for x0, x1 in tile_edges(width, self.tile_size):
                 tile = image[:, :, y0:y1, x0:x1].detach().clone().requires_grad_(True)
                 inputs = tile.contiguous(memory_format=torch.channels_last) if self.channels_last else tile
-                with self._autocast():
+                with precision_context(self.network.device, self.dtype):
                     loss = self.objective(self.network.activations(inputs, self.objective.layers))
                 # Weighted by area, the tiles' losses add up to the whole image's (a mean over positions).
                 share = (y1 - y0) * (x1 - x0) / (height * width)
