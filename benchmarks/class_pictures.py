@@ -20,28 +20,33 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from dreamcore.devices import uses_channels_last
 from dreamcore.drawing import DrawSettings, visualize
 from dreamcore.images import to_tensor
 from dreamcore.networks import load_network
+from dreamcore.settings import DreamSettings
 
 
 def judge_top5(judge, image) -> list[str]:
     side = judge.native_size
-    tensor = F.interpolate(to_tensor(image), size=(side, side), mode="bilinear", antialias=True)
+    tensor = F.interpolate(to_tensor(image).to(judge.device), size=(side, side), mode="bilinear", antialias=True)
     return [label for label, _ in judge.classify(tensor, top=5)[0]]
 
 
 def network_only_seconds(settings: DrawSettings) -> float:
     """Forward and backward passes alone, as many and as large as one class picture makes."""
-    network = load_network(settings.network, "cpu")
+    network = load_network(settings.network, settings.device)
     side = network.native_size
-    views = torch.rand(settings.views, 3, side, side).contiguous(memory_format=torch.channels_last)
+    views = torch.rand(settings.views, 3, side, side, device=network.device)
+    if uses_channels_last(network.device):
+        views = views.contiguous(memory_format=torch.channels_last)
     started = time.perf_counter()
     for _ in range(settings.steps):
         views.requires_grad_(True)
         logits = network.activations(views, ["logits"])["logits"]
         torch.autograd.grad(logits[:, 1].mean(), views)
         views = views.detach()
+    float(views.sum())  # waits for a GPU to finish
     return time.perf_counter() - started
 
 
@@ -54,15 +59,18 @@ def main() -> None:
     parser.add_argument("--judge", default="lite2")
     parser.add_argument("--save", type=Path)
     parser.add_argument("--skip-zoom", action="store_true")
+    parser.add_argument("--device", default="cpu", help="cpu (the target's machine), cuda or mps")
     args = parser.parse_args()
 
-    settings = DrawSettings(network=args.maker, width=args.size, height=args.size, seed=0, device="cpu")
+    settings = DrawSettings(network=args.maker, width=args.size, height=args.size, seed=0, device=args.device)
     if args.steps:
         settings = settings.replace(steps=args.steps)
-    judge = load_network(args.judge, "cpu")
+    judge = load_network(args.judge, args.device)
     indices = [round(i * 1000 / args.classes) for i in range(args.classes)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; made with {args.maker} at "
-          f"{args.size}x{args.size}, {settings.steps} steps, {settings.octaves} octaves; judged by {args.judge}, top-5")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; made with {args.maker} at "
+        f"{args.size}x{args.size}, {settings.steps} steps, {settings.octaves} octaves; judged by {args.judge}, top-5"
+    )
     hits, seconds = 0, []
     for number, index in enumerate(indices, start=1):
         result = visualize(index, settings)
@@ -71,8 +79,11 @@ def main() -> None:
         top5 = judge_top5(judge, result.image)
         hit = judge.labels[index] in top5
         hits += hit
-        print(f"  {number:>2}/{len(indices)} {'hit ' if hit else 'miss'} {name:<28} {result.seconds:5.1f}s  "
-              f"judge: {', '.join(top5[:3])}", flush=True)
+        print(
+            f"  {number:>2}/{len(indices)} {'hit ' if hit else 'miss'} {name:<28} {result.seconds:5.1f}s  "
+            f"judge: {', '.join(top5[:3])}",
+            flush=True,
+        )
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
             result.image.save(args.save / f"{index:03d}-{name.replace(' ', '_').replace('/', '_')}.png")
@@ -84,15 +95,17 @@ def main() -> None:
     visualize("banana", timed)
     total = time.perf_counter() - started
     inside = network_only_seconds(timed)
-    print(f"one 512x512 class picture: {total:.1f} s; the network's own passes alone take {inside:.1f} s, "
-          f"so {max(0.0, total - inside) / total:.0%} is spent outside the network")
+    print(
+        f"one 512x512 class picture: {total:.1f} s; the network's own passes alone take {inside:.1f} s, "
+        f"so {max(0.0, total - inside) / total:.0%} is spent outside the network"
+    )
 
     if not args.skip_zoom:
         from dreamcore.zoom import ZoomSettings, zoom
 
         photo = to_tensor_image_512()
         started = time.perf_counter()
-        zoom(photo, ZoomSettings(frames=48, size=512))
+        zoom(photo, ZoomSettings(frames=48, size=512, dream=DreamSettings(device=args.device)))
         print(f"48-frame 512x512 zoom: {time.perf_counter() - started:.1f} s")
 
 

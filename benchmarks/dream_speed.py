@@ -41,6 +41,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "tests" / "data"
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     """Structural similarity of two (1, 3, H, W) images in [0, 1], on luminance, 11x11 Gaussian window."""
+    a, b = a.float().cpu(), b.float().cpu()
     weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
     x, y = (a * weights).sum(1, keepdim=True), (b * weights).sum(1, keepdim=True)
     coords = torch.arange(11) - 5
@@ -64,18 +65,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def big_image_run(side: int) -> None:
+def big_image_run(side: int, device: str) -> None:
     """Runs in a child process so its peak memory is its own."""
     settings = DreamSettings.from_preset("default", iterations=2, seed=0)
-    network = load_network(settings.network, "cpu")
+    network = load_network(settings.network, device)
     settings = resolve(settings, network)
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, side // 16, side // 16, generator=generator)
-    image = F.interpolate(image, size=(side, side), mode="bilinear")
+    image = F.interpolate(image, size=(side, side), mode="bilinear").to(device)
     started = time.perf_counter()
     gradient = TiledGradient(network, parse(settings.objective, network.catalog), tile_size=settings.tile_size)
     deep_dream(image, gradient, octaves=settings.octaves, iterations=settings.iterations, step=settings.step, seed=0)
-    print(json.dumps({"side": side, "seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb()}))
+    gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "seconds": time.perf_counter() - started,
+                "peak_rss_mb": peak_rss_mb(),
+                "gpu_peak_mb": gpu_peak_mb,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -85,17 +96,19 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=4096)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--save", type=Path, help="folder to write both outputs to, for a look")
+    parser.add_argument("--device", default="cpu", help="cpu (the target's machine), cuda or mps")
     parser.add_argument("--big-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.big_child:
-        big_image_run(args.big_child)
+        big_image_run(args.big_child, args.device)
         return
+    device = torch.device(args.device)
 
     width, height = (int(v) for v in args.size.split("x"))
     photo = Image.open(SAMPLES / "coffee.png").convert("RGB").resize((width, height), Image.LANCZOS)
-    original = to_tensor(photo)
-    settings = resolve(DreamSettings.from_preset("default", seed=1), load_network("lite0", "cpu"))
-    network = load_network(settings.network, "cpu")
+    original = to_tensor(photo).to(device)
+    settings = resolve(DreamSettings.from_preset("default", seed=1), load_network("lite0", device))
+    network = load_network(settings.network, device)
     reference_network = copy.deepcopy(network)  # before the fast path folds and re-lays the cached one
     objective = parse(settings.objective, network.catalog)
     contenders = {
@@ -107,7 +120,8 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {width}x{height}, "
         f"network {settings.network}, objective {settings.objective}, {settings.octaves} octaves x "
-        f"{settings.iterations} iterations, fast precision {contenders['fast'].dtype or 'fp32'} (auto)"
+        f"{settings.iterations} iterations, fast precision {contenders['fast'].dtype or 'fp32'} (auto), "
+        f"device {device}"
     )
 
     def run(name: str) -> tuple[float, torch.Tensor]:
@@ -166,12 +180,16 @@ def main() -> None:
 
     if not args.skip_big:
         child = subprocess.run(
-            [sys.executable, __file__, "--big-child", str(args.big)], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--big-child", str(args.big), "--device", args.device],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         result = json.loads(child.stdout.strip().splitlines()[-1])
         print(
             f"{result['side']}x{result['side']}: {result['seconds']:.1f} s for 4 octaves x 2 iterations, "
             f"peak RSS {result['peak_rss_mb']:.0f} MB (target at most 3072 MB)"
+            + (f", GPU peak {result['gpu_peak_mb']:.0f} MB" if result["gpu_peak_mb"] is not None else "")
         )
 
 

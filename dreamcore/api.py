@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from dreamcore import objectives
+from dreamcore.devices import default_tile_size
 from dreamcore.errors import UnknownNameError
 from dreamcore.gradients import TiledGradient
 from dreamcore.images import LoadedImage, finish_image, from_pil, load_image, to_image, to_tensor
@@ -54,7 +55,10 @@ def resolve(settings: DreamSettings, network: Network, with_guide: bool = False)
         # The guide is matched at one layer: the one asked for, else the objective's shallowest.
         layers = objectives.parse(spec, network.catalog).layers
         guide_layer = network.catalog.resolve(settings.guide_layer or min(layers, key=network.catalog.depth)).name
-    return settings.replace(network=network.name, objective=spec, seed=seed, guide_layer=guide_layer)
+    tile_size = settings.tile_size or default_tile_size(network.device)
+    return settings.replace(
+        network=network.name, objective=spec, seed=seed, guide_layer=guide_layer, tile_size=tile_size
+    )
 
 
 def check_layers_exist(spec: str, network: Network) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dreamcore.classes import ALPHABET, alphabet_class, find_class
-from dreamcore.devices import autocast_dtype, precision_context
+from dreamcore.devices import autocast_dtype, precision_context, uses_channels_last
 from dreamcore.errors import Cancelled, UsageError
 from dreamcore.gradients import prepare_for_speed
 from dreamcore.images import LoadedImage, to_image, to_tensor
@@ -186,7 +186,7 @@ def region_score(
     aspect = crop.shape[-1] / crop.shape[-2]
     out_size = (side, max(32, round(side * aspect))) if aspect >= 1 else (max(32, round(side / aspect)), side)
     views = transforms(crop.expand(settings.views, -1, -1, -1), rng, out_size=out_size)
-    if network.device.type in ("cpu", "cuda"):
+    if uses_channels_last(network.device):
         views = views.contiguous(memory_format=torch.channels_last)
     with precision_context(network.device, autocast_dtype(network.device, settings.precision)):
         logits = network.activations(views, ["logits"])["logits"].float()

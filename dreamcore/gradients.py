@@ -16,7 +16,7 @@ import threading
 import torch
 from torch import nn
 
-from dreamcore.devices import autocast_dtype, precision_context
+from dreamcore.devices import autocast_dtype, default_tile_size, precision_context, uses_channels_last
 from dreamcore.networks.base import Network
 from dreamcore.objectives import Objective
 
@@ -32,18 +32,18 @@ class TiledGradient:
     """Loss and gradient of ``objective`` for an image (1, 3, H, W), tile by tile."""
 
     def __init__(
-        self, network: Network, objective: Objective, *, tile_size: int = 512, precision: str = "auto"
+        self, network: Network, objective: Objective, *, tile_size: int | None = None, precision: str = "auto"
     ) -> None:
         self.network = prepare_for_speed(network)
         self.objective = objective
-        self.tile_size = tile_size
+        self.tile_size = tile_size or default_tile_size(network.device)
         self.dtype = autocast_dtype(network.device, precision)
-        self.channels_last = network.device.type in ("cpu", "cuda")
+        self.channels_last = uses_channels_last(network.device)
 
     def __call__(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
         height, width = image.shape[-2:]
         gradient = torch.empty_like(image)
-        total_loss = 0.0
+        total_loss = torch.zeros((), device=image.device)
         for y0, y1 in tile_edges(height, self.tile_size):
             for x0, x1 in tile_edges(width, self.tile_size):
                 tile = image[:, :, y0:y1, x0:x1].detach().clone().requires_grad_(True)
@@ -54,15 +54,15 @@ class TiledGradient:
                 share = (y1 - y0) * (x1 - x0) / (height * width)
                 (tile_gradient,) = torch.autograd.grad(loss * share, tile)
                 gradient[:, :, y0:y1, x0:x1] = tile_gradient
-                total_loss += float(loss.detach()) * share
-        return total_loss, gradient
+                total_loss += loss.detach().float() * share
+        return float(total_loss), gradient  # one device sync per call, not one per tile
 
 
 _prepare_lock = threading.Lock()
 
 
 def prepare_for_speed(network: Network) -> Network:
-    """Fold batch norms into convolutions and switch to channels-last, once per network (in place).
+    """Fold batch norms into convolutions and, on CPUs, switch to channels-last, once per network (in place).
 
     Both are exact rewrites of an eval-mode network; they save a pass over every activation,
     forward and backward.
@@ -71,7 +71,7 @@ def prepare_for_speed(network: Network) -> Network:
         if getattr(network, "prepared_for_speed", False):
             return network
         fold_batch_norms(network.module)
-        if network.device.type in ("cpu", "cuda"):
+        if uses_channels_last(network.device):
             network.module.to(memory_format=torch.channels_last)
         network.prepared_for_speed = True
         return network

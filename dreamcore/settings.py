@@ -92,7 +92,7 @@ class DreamSettings(SettingsRecord):
     iterations: int = 10
     step: float = 0.008  # in [0, 1] pixel units per step, with the gradient normalised to mean |g| = 1
     jitter: int = 32  # pixels the image is rolled by at random before each step
-    tile_size: int = 512  # gradients are computed in tiles no larger than this
+    tile_size: int | None = None  # gradients are computed in tiles no larger than this; None = the device's default
     seed: int | None = None
     max_side: int | None = None
     max_loss: float | None = None  # stop an octave early once the loss passes this (the Keras example's max_loss)
@@ -112,7 +112,10 @@ class DreamSettings(SettingsRecord):
         require(1 <= self.iterations <= 500, f"iterations must be between 1 and 500 (got {self.iterations}).")
         require(0 < self.step <= 1.0, f"step must be above 0 and at most 1 (got {self.step}).")
         require(0 <= self.jitter <= 512, f"jitter must be between 0 and 512 pixels (got {self.jitter}).")
-        require(64 <= self.tile_size <= 8192, f"tile size must be between 64 and 8192 pixels (got {self.tile_size}).")
+        require(
+            self.tile_size is None or 64 <= self.tile_size <= 8192,
+            f"tile size must be between 64 and 8192 pixels (got {self.tile_size}).",
+        )
         require(self.max_side is None or 16 <= self.max_side <= 16384, "max side must be between 16 and 16384 pixels.")
         require(self.seed is None or 0 <= self.seed < 2**63, "seed must be a non-negative integer.")
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}.")
@@ -125,7 +128,7 @@ class DreamSettings(SettingsRecord):
         return cls(preset=chosen.name, **values)
 
 
-_OPTIONAL = {"seed", "max_side", "max_loss"}
+_OPTIONAL = {"seed", "max_side", "max_loss", "tile_size"}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from PIL import Image
 
 from dreamcore import Cancelled, DreamSettings, UsageError, dream, layer_atlas, load_network, preview_image
 from dreamcore.api import resolve
+from dreamcore.devices import default_tile_size, uses_channels_last
 from dreamcore.errors import UnknownNameError
 from dreamcore.images import load_image, to_tensor
 from dreamcore.networks import builtin_specs, layer_catalog
@@ -164,10 +165,18 @@ def test_every_preset_names_real_layers_on_every_network(preset: str, network: s
     parse(preset_objective(PRESETS[preset], network, catalog.names()), catalog)
 
 
-def test_resolve_fills_objective_and_seed() -> None:
+def test_resolve_fills_objective_seed_and_the_devices_tile_size() -> None:
     network = load_network("lite0", "cpu")
     resolved = resolve(DreamSettings(preset="deep"), network)
     assert resolved.objective == PRESETS["deep"].layers["lite0"] and resolved.seed is not None
+    assert resolved.tile_size == 512  # a CPU's tile; GPUs take bigger ones (devices.default_tile_size)
+    assert resolve(DreamSettings(tile_size=300), network).tile_size == 300
+
+
+def test_gpus_get_big_tiles_and_no_channels_last() -> None:
+    # On CUDA, channels-last made cuDNN build a plan for every new shape (seconds per octave).
+    assert default_tile_size(torch.device("cuda")) == 2048 and not uses_channels_last(torch.device("cuda"))
+    assert default_tile_size(torch.device("cpu")) == 512 and uses_channels_last(torch.device("cpu"))
 
 
 def test_layer_atlas_lays_out_one_cell_per_layer(cat: Image.Image) -> None:

@@ -462,6 +462,10 @@ def load_network(name: str = "lite0", device: str | torch.device = "auto") -> Ne
     spec = get_spec(name)
     chosen = pick_device(device)
     key = (spec.name, str(chosen))
+    if chosen.type == "cuda":
+        # A seed must repeat a dream: cuDNN's default kernels gave a different fp32 dream on every run
+        # on an H100; its deterministic ones repeat it exactly, at no measured cost (0.58 vs 0.67 s).
+        torch.backends.cudnn.deterministic = True
     with _cache_lock:
         if key not in _cache:
             _cache[key] = _build(spec, chosen)
