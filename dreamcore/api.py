@@ -17,7 +17,7 @@ from dreamcore.devices import default_tile_size
 from dreamcore.errors import UnknownNameError
 from dreamcore.gradients import TiledGradient
 from dreamcore.images import LoadedImage, finish_image, from_pil, load_image, to_image, to_tensor
-from dreamcore.networks import Network, load_network, networks_with_layer
+from dreamcore.networks import LayerCatalog, Network, load_network, networks_with_layer
 from dreamcore.objectives import Objective
 from dreamcore.render import Step, deep_dream
 from dreamcore.settings import DreamSettings, get_preset, preset_objective
@@ -48,7 +48,7 @@ def as_loaded(source: ImageSource, max_side: int | None = None) -> LoadedImage:
 def resolve(settings: DreamSettings, network: Network, with_guide: bool = False) -> DreamSettings:
     """Fill in what the preset decides and pick a seed, so the settings describe the result exactly."""
     spec = settings.objective or preset_objective(get_preset(settings.preset), network.name, network.catalog.names())
-    check_layers_exist(spec, network)
+    check_layers_exist(spec, network.catalog)
     seed = settings.seed if settings.seed is not None else random.randrange(2**31)
     guide_layer = ""
     if with_guide:
@@ -61,12 +61,12 @@ def resolve(settings: DreamSettings, network: Network, with_guide: bool = False)
     )
 
 
-def check_layers_exist(spec: str, network: Network) -> None:
+def check_layers_exist(spec: str, catalog: LayerCatalog) -> None:
     """Parse ``spec`` for its errors; a layer of another network gets a hint naming that network."""
     try:
-        objectives.parse(spec, network.catalog)
+        objectives.parse(spec, catalog)
     except UnknownNameError as error:
-        owners = [name for name in networks_with_layer(error.name) if name != network.name]
+        owners = [name for name in networks_with_layer(error.name) if name != catalog.network]
         if owners:
             raise UnknownNameError(
                 error.kind,
@@ -89,9 +89,9 @@ def build_objective(settings: DreamSettings, network: Network, guide: ImageSourc
     return objectives.guide(layer_name, features)
 
 
-def preview_image(step: Step, max_side: int = 256) -> Image.Image:
-    """A small picture of a render in progress, for live progress displays."""
-    image = step.image
+def preview_image(step: Step | torch.Tensor, max_side: int = 256) -> Image.Image:
+    """A small picture of a render in progress (a step, or its image), for live progress displays."""
+    image = (step.image if isinstance(step, Step) else step).detach().float()
     scale = min(1.0, max_side / max(image.shape[-2:]))
     if scale < 1.0:
         size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))

@@ -1,0 +1,262 @@
+"""Configuration: one TOML file for settings, environment variables for secrets, read once at start-up.
+
+A wrong value stops the start with a sentence naming the key; secrets are never read from the file
+(so it can be shared and committed) and never logged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+class ConfigError(ValueError):
+    """A configuration problem, as a sentence naming the key."""
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"  # only this machine; anything else needs DREAMBOT_WEB_TOKEN
+    port: int = 8080
+    public_url: str = ""  # how others reach the page, for links in chat posts (e.g. https://dreams.example.org)
+    gallery_size: int = 24
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    per_user: int = 5  # queued + running requests per person
+    cooldown_seconds: float = 5.0  # between one person's requests
+    global_cap: int = 200  # queued requests in all
+    max_attempts: int = 3  # a request that crashed the worker this often is dropped
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
+    time_limit_seconds: float = 900.0  # a dream that runs longer is stopped and reported
+    progress_interval_seconds: float = 1.0  # how often progress (and a preview) is published
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    max_upload_mb: float = 20.0
+    max_megapixels: float = 50.0  # decompression-bomb limit, read from the header before decoding
+    working_side: int = 1024  # photos are scaled down to this longer side before dreaming
+    web_result_mb: float = 10.0
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    keep_days: float = 30.0  # finished requests and their files are removed after this
+    max_gb: float = 5.0  # and the oldest go first when the store grows past this
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """From the environment only."""
+
+    web_token: str = ""  # DREAMBOT_WEB_TOKEN
+    discord_token: str = ""  # DISCORD_TOKEN
+
+    def __repr__(self) -> str:  # never print a secret, even by accident
+        return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=...)"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+    web: WebConfig = field(default_factory=WebConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
+    source: str = "defaults"  # which file it came from, for messages
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "dreambot.sqlite3"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def check(self) -> None:
+        """Rules that involve several keys."""
+        if self.web.enabled and not is_loopback(self.web.host) and not self.secrets.web_token:
+            raise ConfigError(
+                f"web.host is {self.web.host!r}, which other machines can reach: set DREAMBOT_WEB_TOKEN in the "
+                'environment to a long random string (visitors then need it), or use host = "127.0.0.1".'
+            )
+        _require(1 <= self.web.port <= 65535, "web.port must be between 1 and 65535.")
+        _require(self.queue.per_user >= 1, "queue.per_user must be at least 1.")
+        _require(self.queue.global_cap >= 1, "queue.global_cap must be at least 1.")
+        _require(self.queue.max_attempts >= 1, "queue.max_attempts must be at least 1.")
+        _require(self.queue.cooldown_seconds >= 0, "queue.cooldown_seconds cannot be negative.")
+        _require(64 <= self.media.working_side <= 8192, "media.working_side must be between 64 and 8192.")
+        _require(self.media.max_upload_mb > 0, "media.max_upload_mb must be above 0.")
+        _require(self.worker.time_limit_seconds > 0, "worker.time_limit_seconds must be above 0.")
+        _require(self.log_level.lower() in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.")
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the TOML file (``path``, else $DREAMBOT_CONFIG, else ./dreambot.toml if present, else defaults)."""
+    environ = dict(os.environ if environ is None else environ)
+    chosen = Path(path) if path else Path(environ["DREAMBOT_CONFIG"]) if environ.get("DREAMBOT_CONFIG") else None
+    if chosen is None and Path("dreambot.toml").is_file():
+        chosen = Path("dreambot.toml")
+    data: dict[str, Any] = {}
+    if chosen is not None:
+        try:
+            data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"No configuration file at {chosen}; `dreambot init` writes an example.") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{chosen} is not valid TOML: {error}.") from None
+    _refuse_secrets(data, chosen)
+    config = _build(Config, data, "")
+    secrets = Secrets(web_token=environ.get("DREAMBOT_WEB_TOKEN", ""), discord_token=environ.get("DISCORD_TOKEN", ""))
+    config = _replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
+    if chosen is not None and not config.data_dir.is_absolute():
+        config = _replace(config, data_dir=(chosen.parent / config.data_dir))
+    config.check()
+    return config
+
+
+SECRET_KEYS = ("web_token", "discord_token", "token", "password", "secret")
+
+
+def _refuse_secrets(data: dict[str, Any], source: Path | None) -> None:
+    tables = [data] + [value for value in data.values() if isinstance(value, dict)]
+    for table in tables:
+        for key, value in table.items():
+            if key in SECRET_KEYS and value:
+                raise ConfigError(
+                    f"{source}: secrets do not belong in the file ({key}); set them in the environment "
+                    "(DREAMBOT_WEB_TOKEN, DISCORD_TOKEN) instead."
+                )
+
+
+def _replace(config: Config, **changes: Any) -> Config:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.name not in ("secrets", "source")}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean {prefix}{close[0]}?" if close else f" Known keys: {', '.join(sorted(known))}."
+            raise ConfigError(f"Unknown configuration key {name!r}.{hint}")
+        hint = hints[key]
+        if is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a table ([{name}]), not a single value.")
+            values[key] = _build(hint, value, f"{name}.")
+        else:
+            values[key] = _convert(value, hint, name)
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any, name: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false (got {value!r}).")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be a whole number (got {value!r}).")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number (got {value!r}).")
+    if hint is Path:
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        raise ConfigError(f"{name} must be a folder path in quotes (got {value!r}).")
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{name} must be text in quotes (got {value!r}).")
+
+
+EXAMPLE = """\
+# DreamBot configuration. `dreambot serve --config dreambot.toml` reads it (or $DREAMBOT_CONFIG).
+# Secrets never go in this file: they come from the environment.
+#   DREAMBOT_WEB_TOKEN   required when the web page listens on anything but 127.0.0.1
+#   DISCORD_TOKEN        turns on the Discord adapter
+
+# Where the queue (SQLite), results and uploads are kept; relative to this file.
+data_dir = "data"
+# debug, info, warning or error
+log_level = "info"
+
+[web]
+# The built-in page. 127.0.0.1 = only this machine; "0.0.0.0" = everyone (then DREAMBOT_WEB_TOKEN is required).
+enabled = true
+host = "127.0.0.1"
+port = 8080
+# How others reach the page, for links in chat posts.
+public_url = ""
+gallery_size = 24
+
+[queue]
+# Requests one person may have waiting or running, and the pause between their requests.
+per_user = 5
+cooldown_seconds = 5
+# Requests waiting in all before new ones are turned away politely.
+global_cap = 200
+# A request that crashes the worker this many times is dropped (and its owner told).
+max_attempts = 3
+
+[worker]
+# auto picks CUDA, then Apple's MPS, then the CPU.
+device = "auto"
+# A dream that runs longer than this is stopped and reported.
+time_limit_seconds = 900
+progress_interval_seconds = 1.0
+
+[media]
+# Uploads larger than this are refused before decoding.
+max_upload_mb = 20
+# Decompression-bomb limit, read from the file's header.
+max_megapixels = 50
+# Photos are scaled down to this longer side before dreaming (bigger = slower).
+working_side = 1024
+web_result_mb = 10
+
+[results]
+# Finished requests and their pictures are removed after this many days,
+keep_days = 30
+# and the oldest go first when they take more than this.
+max_gb = 5
+"""

@@ -1,0 +1,93 @@
+"""The one way images come in and the one way results go out, for every platform.
+
+In: a byte-size cap before anything is decoded, allowed formats recognised from their first bytes
+(not from a file name or a claimed content type), the decompression-bomb limit read from the header,
+then dreamcore's loader (EXIF orientation, first frame, colour modes, scaled to the working size).
+Out: a result encoded to fit a destination's upload limit, without the metadata of a user's photo.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from dreamcore.errors import ImageError
+from dreamcore.images import LoadedImage, encode_image, load_image
+
+# Formats recognised by their signature; anything else is refused before decoding.
+SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "WEBP": (b"RIFF",),  # plus "WEBP" at offset 8, checked below
+}
+
+
+class MediaError(ValueError):
+    """An image the service will not take; ``str()`` says why and what to send instead."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000  # decompression-bomb limit, from the header
+    working_side: int = 1024  # larger photos are scaled down to this longer side before dreaming
+    formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF")
+
+
+def sniff_format(data: bytes) -> str | None:
+    for name, signatures in SIGNATURES.items():
+        if any(data.startswith(signature) for signature in signatures):
+            if name == "WEBP" and data[8:12] != b"WEBP":
+                continue
+            return name
+    return None
+
+
+def ingest(data: bytes, limits: MediaLimits) -> LoadedImage:
+    """Check and decode an uploaded image; raises MediaError with a sentence for the person who sent it."""
+    if not data:
+        raise MediaError("The file is empty; send a photo (PNG, JPEG, WebP or GIF).")
+    if len(data) > limits.max_bytes:
+        raise MediaError(
+            f"That file is {len(data) / 2**20:.1f} MB; the limit is {limits.max_bytes / 2**20:.0f} MB. "
+            "Send a smaller photo."
+        )
+    found = sniff_format(data)
+    if found is None or found not in limits.formats:
+        allowed = ", ".join("WebP" if f == "WEBP" else f for f in limits.formats)
+        what = f"a {found} image" if found else "not an image I can read"
+        raise MediaError(f"That file is {what}; send a photo as {allowed}.")
+    try:
+        return load_image(data, max_pixels=limits.max_pixels, max_side=limits.working_side)
+    except ImageError as error:
+        message = str(error).replace("The uploaded data", "That image").replace("the uploaded data", "that image")
+        raise MediaError(message) from None
+
+
+def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", metadata: dict | None = None) -> bytes:
+    """``image`` as PNG if it fits in ``max_bytes``, else as JPEG at falling quality, then smaller, until it fits.
+
+    ``metadata`` (our settings, never the user's EXIF) is written where the format allows.
+    """
+    if prefer == "png":
+        data = encode_image(image, "png", metadata)
+        if len(data) <= max_bytes:
+            return data
+    current = image
+    while True:
+        for quality in (92, 85, 75, 60):
+            data = encode_image(current, "jpg", metadata) if quality == 92 else _jpeg(current, quality)
+            if len(data) <= max_bytes:
+                return data
+        if max(current.size) <= 64:
+            raise MediaError("The result cannot be made small enough for this destination.")
+        current = current.resize((max(1, current.width * 3 // 4), max(1, current.height * 3 // 4)), Image.LANCZOS)
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()

@@ -1,0 +1,337 @@
+"""The service's core, wired in one place: queue, file store, worker, expiry and the events adapters hear.
+
+Adapters call :meth:`DreamService.submit`, :meth:`cancel` and :meth:`view`, and listen with
+:meth:`subscribe` (one job, for live pages) or :meth:`add_listener` (every job of their platform, for
+posting results to chats). Nothing here knows any platform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from bot.config import Config
+from bot.engine import DreamcoreEngine, Engine
+from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueLimits
+from bot.media import MediaLimits, ingest
+from bot.requests import DreamRequest
+from bot.store import FileStore
+from bot.worker import Progress, Worker, WorkerHooks, spawn
+from dreamcore.images import encode_image, finish_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What a person may see of a job: adapters render this, never the database row."""
+
+    id: str
+    state: str
+    mode: str
+    subject: str
+    options: dict[str, Any]
+    requester: str  # display name
+    platform: str
+    created_at: float
+    position: int | None = None  # jobs ahead of it, while queued
+    eta_seconds: float | None = None
+    progress: float = 0.0
+    progress_text: str = ""
+    result: dict[str, Any] | None = None  # key, width, height, caption, settings, seconds
+    error: str | None = None
+    cached: bool = False
+    has_preview: bool = False
+    destination: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in {s.value for s in FINISHED_STATES}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Listener = Callable[[JobView], Awaitable[None]]
+
+
+class DreamService:
+    def __init__(self, config: Config, queue: JobQueue, store: FileStore, engine: Engine) -> None:
+        self.config = config
+        self.queue = queue
+        self.store = store
+        self.media_limits = MediaLimits(
+            max_bytes=int(config.media.max_upload_mb * 2**20),
+            max_pixels=int(config.media.max_megapixels * 1e6),
+            working_side=config.media.working_side,
+        )
+        self.worker = Worker(
+            queue,
+            store,
+            engine,
+            WorkerHooks(on_change=self._changed, on_progress=self._progressed),
+            time_limit=config.worker.time_limit_seconds,
+            progress_interval=config.worker.progress_interval_seconds,
+        )
+        self.previews: dict[str, bytes] = {}  # job id -> latest preview, while it runs
+        self._subscribers: dict[str, set[asyncio.Queue[JobView]]] = {}
+        self._listeners: list[tuple[str | None, Listener]] = []
+        self._tasks: list[asyncio.Task] = []
+        self.loop_lag = LoopLagMonitor()
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ life cycle
+
+    @classmethod
+    async def open(cls, config: Config, engine: Engine | None = None) -> DreamService:
+        """Open the database and file store and recover jobs a crash left running; :meth:`start` starts work."""
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        limits = QueueLimits(
+            per_user=config.queue.per_user,
+            cooldown_seconds=config.queue.cooldown_seconds,
+            global_cap=config.queue.global_cap,
+            max_attempts=config.queue.max_attempts,
+        )
+        queue = await JobQueue.open(config.database_path, limits)
+        service = cls(config, queue, FileStore(config.files_dir), engine or DreamcoreEngine(config.worker.device))
+        for job in await queue.recover():
+            log.info("recovered job %s (%s) after a restart", job.id, job.state)
+        return service
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.worker.run(), name="worker"),
+            asyncio.create_task(self._expire_forever(), name="expiry"),
+            asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.worker.close()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.queue.close()
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(self, request: DreamRequest, priority: Priority = Priority.INTERACTIVE) -> JobView:
+        """Check, store and queue a request. Raises OptionError, MediaError or QueueRefused (sentences)."""
+        if request.image is not None:
+            key = await asyncio.get_running_loop().run_in_executor(None, self._store_input, request.image)
+            request = request.with_image_key(key)
+        job = await self.queue.submit(
+            request.to_json(),
+            user=request.requester.key,
+            priority=priority,
+            fingerprint=request.fingerprint(),
+            exempt=request.requester.admin or priority is Priority.SCHEDULED,
+        )
+        self.worker.notify()
+        view = await self.view(job)
+        await self._publish(view)
+        return view
+
+    def _store_input(self, data: bytes) -> str:
+        """Decode and normalise once (upright, RGB, working size, no EXIF); the worker reads this copy."""
+        loaded = ingest(data, self.media_limits)
+        return self.store.put(encode_image(finish_image(loaded.rgb, loaded), "png"), "png")
+
+    async def cancel(self, job_id: str, *, by_user: str | None = None, admin: bool = False) -> JobView:
+        job = await self.queue.cancel(job_id, by_user=by_user, admin=admin)
+        if job.cancel_requested and job.state == JobState.RUNNING:
+            self.worker.cancel_current(job_id)
+        view = await self.view(job)
+        await self._publish(view)
+        return view
+
+    async def request_of(self, job_id: str) -> DreamRequest:
+        """The request behind a job (image by key), e.g. to dream it again with other options."""
+        return DreamRequest.from_json((await self.queue.get(job_id)).payload)
+
+    async def view(self, job: Job | str) -> JobView:
+        if isinstance(job, str):
+            job = await self.queue.get(job)
+        request = DreamRequest.from_json(job.payload)
+        position = eta = None
+        if job.state == JobState.QUEUED:
+            position = await self.queue.position(job.id)
+            eta = await self.queue.estimate(job.id)
+            if self.worker.current is not None:
+                eta = (eta or 0.0) + self._remaining_of_current()
+        return JobView(
+            id=job.id,
+            state=job.state.value,
+            mode=request.command.mode.value,
+            subject=request.command.subject,
+            options=request.command.options,
+            requester=request.requester.display_name or request.requester.user_id,
+            platform=request.requester.platform,
+            created_at=job.created_at,
+            position=position,
+            eta_seconds=None if eta is None else round(eta, 1),
+            progress=job.progress,
+            progress_text=job.progress_text,
+            result=json.loads(job.result) if job.result else None,
+            error=job.error,
+            cached=job.cached,
+            has_preview=job.id in self.previews,
+            destination=request.destination.address,
+        )
+
+    def _remaining_of_current(self) -> float:
+        current = self.worker.current
+        if current is None or current.started_at is None:
+            return 0.0
+        elapsed = time.time() - current.started_at
+        return max(0.0, self.worker_average() - elapsed)
+
+    def worker_average(self) -> float:
+        recent = self.worker.dream_seconds[-20:]
+        return sum(recent) / len(recent) if recent else 30.0
+
+    async def gallery(self, limit: int | None = None) -> list[JobView]:
+        jobs = await self.queue.recent(JobState.DONE, limit=limit or self.config.web.gallery_size)
+        return [await self.view(job) for job in jobs]
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, job_id: str) -> AsyncIterator[JobView]:
+        """Every change of one job (queued position, progress, the end), until it finishes."""
+        return self._follow(job_id)
+
+    async def _follow(self, job_id: str) -> AsyncIterator[JobView]:
+        inbox: asyncio.Queue[JobView] = asyncio.Queue(maxsize=64)
+        self._subscribers.setdefault(job_id, set()).add(inbox)
+        try:
+            view = await self.view(job_id)
+            yield view
+            while not view.finished:
+                try:
+                    view = await asyncio.wait_for(inbox.get(), timeout=5.0)
+                except TimeoutError:  # positions move as others finish: refresh now and then
+                    view = await self.view(job_id)
+                yield view
+        finally:
+            self._subscribers[job_id].discard(inbox)
+            if not self._subscribers[job_id]:
+                del self._subscribers[job_id]
+
+    def add_listener(self, listener: Listener, platform: str | None = None) -> None:
+        """``listener(view)`` hears every change of every job (of ``platform``, when given)."""
+        self._listeners.append((platform, listener))
+
+    async def _publish(self, view: JobView) -> None:
+        for inbox in self._subscribers.get(view.id, ()):
+            if inbox.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    inbox.get_nowait()  # a slow reader gets the newest state, not a backlog
+            inbox.put_nowait(view)
+        for platform, listener in self._listeners:
+            if platform is None or platform == view.platform:
+                try:
+                    await listener(view)
+                except Exception:
+                    log.exception("a listener failed on job %s", view.id)
+
+    async def _changed(self, job: Job) -> None:
+        if job.finished:
+            self.previews.pop(job.id, None)
+        await self._publish(await self.view(job))
+
+    def _progressed(self, progress: Progress) -> None:
+        if progress.preview is not None:
+            self.previews[progress.job_id] = progress.preview
+        spawn(self._publish_progress(progress))
+
+    async def _publish_progress(self, progress: Progress) -> None:
+        with contextlib.suppress(Exception):
+            view = await self.view(progress.job_id)
+            if not view.finished:
+                # The row may lag a step behind; the fresh numbers are these.
+                await self._publish(
+                    replace(view, progress=progress.fraction, progress_text=progress.text, has_preview=True)
+                )
+
+    # ------------------------------------------------------------------ housekeeping
+
+    async def expire(self) -> int:
+        """Remove finished jobs older than results.keep_days, then the oldest while files pass results.max_gb."""
+        cutoff = time.time() - self.config.results.keep_days * 86400
+        removed = len(await self.queue.delete_finished_before(cutoff))
+        await self._collect_garbage()
+        budget = self.config.results.max_gb * 1e9
+        while self.store.size_bytes() > budget:
+            done = await self.queue.recent(JobState.DONE, limit=1_000_000, include_cached=True)
+            if not done:
+                break
+            more = await self.queue.delete_finished_before((done[-1].finished_at or 0) + 1e-6)
+            if not more:
+                break
+            removed += len(more)
+            await self._collect_garbage()
+        return removed
+
+    async def _collect_garbage(self, grace_seconds: float = 3600.0) -> None:
+        """Delete files no remaining job refers to (cached answers share their original's files).
+
+        Files younger than ``grace_seconds`` stay: an upload is stored a moment before its job row exists.
+        """
+        referenced: set[str] = set()
+        for job in await self.queue.all_jobs(limit=10**9):
+            image_key = json.loads(job.payload).get("image_key")
+            if image_key:
+                referenced.add(image_key)
+            if job.result:
+                referenced.add(json.loads(job.result).get("key", ""))
+        now = time.time()
+        for key in self.store.all_keys():
+            if key not in referenced and now - self.store.path(key).stat().st_mtime > grace_seconds:
+                self.store.delete(key)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except Exception:
+                log.exception("expiry failed")
+            await asyncio.sleep(3600)
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self.queue.counts()
+        return {
+            "jobs": {state.value: count for state, count in counts.items()},
+            "running": self.worker.current.id if self.worker.current else None,
+            "average_dream_seconds": round(self.worker_average(), 1),
+            "loop_lag_p99_ms": round(self.loop_lag.percentile(99) * 1000, 1),
+            "uptime_seconds": round(time.time() - self.started_at),
+        }
+
+
+class LoopLagMonitor:
+    """How late the event loop wakes up from a short sleep: the delay every other coroutine sees too."""
+
+    def __init__(self, interval: float = 0.05, keep: int = 2000) -> None:
+        self.interval = interval
+        self.samples: deque[float] = deque(maxlen=keep)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            self.samples.append(max(0.0, loop.time() - before - self.interval))
+
+    def percentile(self, p: float) -> float:
+        if not self.samples:
+            return 0.0
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]

@@ -1,0 +1,199 @@
+"""The dreaming worker: takes jobs from the queue and runs the engine in its own thread.
+
+One worker per device, with a one-thread executor, so the network stays loaded and warm and the event
+loop never waits on a dream. Progress crosses from the dreaming thread to the loop with
+``call_soon_threadsafe``, at most every ``progress_interval`` seconds; cancellation crosses back
+through a ``threading.Event`` that the engine checks at every step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bot.engine import Engine, Rendered
+from bot.jobqueue import Job, JobNotRunning, JobQueue
+from bot.media import MediaError
+from bot.options import OptionError
+from bot.requests import DreamRequest
+from bot.store import FileStore
+from dreamcore.api import preview_image
+from dreamcore.errors import Cancelled, DreamError
+from dreamcore.images import load_image
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIDE = 256
+
+
+@dataclass
+class Progress:
+    job_id: str
+    fraction: float
+    text: str
+    preview: bytes | None  # a small JPEG of the picture as it is now
+
+
+@dataclass
+class WorkerHooks:
+    """What the service wants to hear: called on the loop thread."""
+
+    on_change: Callable[[Job], Awaitable[None]]
+    on_progress: Callable[[Progress], None]
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        store: FileStore,
+        engine: Engine,
+        hooks: WorkerHooks,
+        *,
+        time_limit: float = 900.0,
+        progress_interval: float = 1.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.engine = engine
+        self.hooks = hooks
+        self.time_limit = time_limit
+        self.progress_interval = progress_interval
+        self.poll_interval = poll_interval  # jobs submitted by another process are noticed this fast
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dreaming")
+        self.wakeup = asyncio.Event()
+        self.current: Job | None = None
+        self._stop_current = threading.Event()
+        self.dream_seconds: list[float] = []  # of finished dreams, for the metrics page
+        self._closing = False
+
+    def notify(self) -> None:
+        """A job was queued: look now rather than at the next poll."""
+        self.wakeup.set()
+
+    def cancel_current(self, job_id: str) -> None:
+        if self.current is not None and self.current.id == job_id:
+            self._stop_current.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self.engine.warm_up)
+        while not self._closing:
+            self.wakeup.clear()
+            job = await self.queue.claim()
+            if job is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_interval)
+                continue
+            await self.process(job)
+
+    async def close(self) -> None:
+        self._closing = True
+        self._stop_current.set()
+        self.wakeup.set()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def process(self, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        self.current = job
+        self._stop_current = stop = threading.Event()
+        started = time.monotonic()
+        deadline = started + self.time_limit
+        await self.hooks.on_change(job)
+
+        def should_stop() -> bool:
+            return stop.is_set() or time.monotonic() > deadline
+
+        last_sent = [0.0]
+
+        def report(fraction: float, text: str, image: torch.Tensor | None) -> None:
+            # On the dreaming thread: throttle here, so quiet steps cost nothing on the loop.
+            now = time.monotonic()
+            if now - last_sent[0] < self.progress_interval and fraction < 1.0:
+                return
+            last_sent[0] = now
+            preview = _preview_jpeg(image) if image is not None else None
+            loop.call_soon_threadsafe(self._progress, Progress(job.id, fraction, text, preview), stop)
+
+        try:
+            request = DreamRequest.from_json(job.payload)
+            image = load_image(self.store.get(request.image_key)) if request.image_key else None
+            rendered: Rendered = await loop.run_in_executor(
+                self.executor, self.engine.render, request.command, image, report, should_stop
+            )
+        except Cancelled:
+            if stop.is_set() or self._closing:
+                if self._closing:
+                    return  # shutting down: recover() re-queues it at the next start
+                finished = await self.queue.mark_cancelled(job.id)
+            else:
+                minutes = self.time_limit / 60
+                finished = await self.queue.fail(
+                    job.id,
+                    f"This dream took longer than {minutes:g} minutes and was stopped; "
+                    "try fewer octaves, fewer steps or a smaller picture.",
+                )
+        except (DreamError, OptionError, MediaError) as error:
+            finished = await self.queue.fail(job.id, str(error))  # the request itself is wrong: final
+        except Exception as error:
+            log.exception("job %s failed in the engine", job.id)
+            finished = await self.queue.retry(job.id, f"{type(error).__name__}: {error}")
+        else:
+            seconds = time.monotonic() - started
+            self.dream_seconds.append(seconds)
+            key = self.store.put(rendered.data, rendered.extension)
+            result = {
+                "key": key,
+                "width": rendered.width,
+                "height": rendered.height,
+                "caption": rendered.caption,
+                "settings": rendered.settings,
+                "seconds": round(seconds, 2),
+            }
+            try:
+                finished = await self.queue.finish(job.id, json.dumps(result))
+            except JobNotRunning as error:  # cancelled by another process in the last instant
+                finished = error.job
+        finally:
+            self.current = None
+        await self.hooks.on_change(finished)
+
+    def _progress(self, progress: Progress, stop: threading.Event) -> None:
+        self.hooks.on_progress(progress)
+        spawn(self._save_progress(progress, stop))
+
+    async def _save_progress(self, progress: Progress, stop: threading.Event) -> None:
+        try:
+            if await self.queue.set_progress(progress.job_id, progress.fraction, progress.text):
+                stop.set()  # cancelled, possibly from another process (`dreambot cancel`)
+        except Exception:  # progress is best effort; the job's outcome is recorded elsewhere
+            log.debug("could not store progress of %s", progress.job_id, exc_info=True)
+
+
+_background: set[asyncio.Task] = set()
+
+
+def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    """Run ``coroutine`` in the background, holding a reference until it ends (asyncio keeps only weak ones)."""
+    task = asyncio.ensure_future(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+def _preview_jpeg(image: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    preview_image(image.cpu(), PREVIEW_SIDE).save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
