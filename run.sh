@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The main command: sets everything up, then runs DreamBot's engine.
-#   ./run.sh                        dreams a sample photo into out/dream.png
-#   ./run.sh dream IN -o OUT ...    any `dreamcore` command (./run.sh --help lists them)
+# The main command: sets everything up, then runs DreamBot with its web page (http://127.0.0.1:8080/).
+#   ./run.sh                          the bot and its page (reads ./dreambot.toml if there is one)
+#   ./run.sh status | cancel JOB      other `dreambot` commands (init writes an example configuration)
+#   ./run.sh dream IN -o OUT ...      the engine's own `dreamcore` command, for one photo at a time
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 if [ $# -eq 0 ]; then
-  mkdir -p out
-  .venv/bin/dreamcore dream tests/data/chelsea.png -o out/dream.png
-  echo "Open out/dream.png. Dream your own photo: ./run.sh dream PHOTO -o out/mine.png [--preset deep]" >&2
-else
-  exec .venv/bin/dreamcore "$@"
+  exec .venv/bin/dreambot serve
 fi
+case "$1" in
+  serve | status | cancel | init | --config) exec .venv/bin/dreambot "$@" ;;
+  *) exec .venv/bin/dreamcore "$@" ;;
+esac

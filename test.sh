@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh --test
-.venv/bin/ruff check dreamcore tests benchmarks
+.venv/bin/ruff check dreamcore bot tests benchmarks scripts
 .venv/bin/python -m pytest "$@"

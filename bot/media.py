@@ -63,8 +63,13 @@ def ingest(data: bytes, limits: MediaLimits) -> LoadedImage:
     try:
         return load_image(data, max_pixels=limits.max_pixels, max_side=limits.working_side)
     except ImageError as error:
-        message = str(error).replace("The uploaded data", "That image").replace("the uploaded data", "that image")
-        raise MediaError(message) from None
+        if "megapixels" in str(error):  # too large: dreamcore's sentence gives the sizes
+            raise MediaError(str(error).replace("The uploaded data", "That image")) from None
+        # It starts like an image we take, so it is damaged or cut short, whatever the decoder said.
+        name = "WebP" if found == "WEBP" else found
+        raise MediaError(
+            f"That {name} file is damaged or incomplete, so it cannot be read; save or download it again and resend it."
+        ) from None
 
 
 def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", metadata: dict | None = None) -> bytes:

@@ -21,3 +21,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".$extras"
   echo "$want" > "$stamp"
 fi
+
+# The browser tests drive Debian's Chromium (Playwright's own browser download does not work everywhere).
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing chromium for the browser tests..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2
+  fi
+fi

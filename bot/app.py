@@ -1,0 +1,55 @@
+"""Wiring: the service, its web page and (later) the chat adapters, started and stopped in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from bot.config import Config
+from bot.engine import Engine
+from bot.service import DreamService
+
+log = logging.getLogger("dreambot")
+
+
+async def run_service(
+    config: Config, engine: Engine | None = None, *, on_ready: Callable[[str | None], None] | None = None
+) -> None:
+    """Run until SIGINT/SIGTERM: the queue's worker, expiry, and the web page when enabled."""
+    service = await DreamService.open(config, engine)
+    service.start()
+    runner: web.AppRunner | None = None
+    url = None
+    try:
+        if config.web.enabled:
+            from bot.web.app import create_web_app  # the page's module is only needed when it is on
+
+            runner = web.AppRunner(create_web_app(service, config), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, config.web.host, config.web.port)
+            await site.start()
+            port = runner.addresses[0][1] if runner.addresses else config.web.port
+            url = f"http://{'127.0.0.1' if config.web.host in ('0.0.0.0', '') else config.web.host}:{port}/"
+            log.info("DreamBot's page is at %s", url)
+        if on_ready is not None:
+            on_ready(url)
+        await _until_stopped()
+    finally:
+        log.info("stopping: a dream in progress goes back to the queue and continues at the next start")
+        if runner is not None:
+            await runner.cleanup()
+        await service.close()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows; Ctrl+C still raises there
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,175 @@
+"""The `dreambot` command: serve, status, cancel, init."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bot.config import EXAMPLE, Config, ConfigError, load_config
+from bot.jobqueue import JobQueue, JobState, QueueError
+
+log = logging.getLogger("dreambot")
+
+
+def configure_logging(level: str) -> None:
+    """The one place logging is set up. Secrets are never passed to a logger, so none can appear."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def command_serve(args: argparse.Namespace, config: Config) -> int:
+    from bot.app import run_service
+    from bot.engine import DreamcoreEngine, NullEngine
+
+    if args.host is not None or args.port is not None:
+        web = replace(
+            config.web,
+            host=args.host if args.host is not None else config.web.host,
+            port=args.port if args.port is not None else config.web.port,
+        )
+        config = replace(config, web=web)
+        config.check()
+    engine = NullEngine(steps=args.null_steps) if args.engine == "null" else DreamcoreEngine(config.worker.device)
+
+    def ready(url: str | None) -> None:
+        where = f"open {url} in a browser" if url else "the web page is off (web.enabled = false)"
+        print(f"DreamBot is running: {where}. Ctrl+C stops it.", flush=True)
+
+    try:
+        asyncio.run(run_service(config, engine, on_ready=ready))
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        if error.errno in (98, 48):  # address in use (Linux, macOS)
+            raise ConfigError(
+                f"Port {config.web.port} on {config.web.host} is already in use; stop the other program or "
+                "choose another with --port or web.port."
+            ) from None
+        raise
+    return 0
+
+
+async def _open_queue(config: Config) -> JobQueue:
+    if not config.database_path.exists():
+        raise ConfigError(f"No DreamBot database at {config.database_path}; start `dreambot serve` first.")
+    return await JobQueue.open(config.database_path)
+
+
+def command_status(args: argparse.Namespace, config: Config) -> int:
+    async def status() -> dict:
+        queue = await _open_queue(config)
+        try:
+            counts = await queue.counts()
+            active = await queue.all_jobs([JobState.RUNNING, JobState.QUEUED], limit=50)
+            rows = []
+            for job in sorted(active, key=lambda j: (j.state != JobState.RUNNING, j.created_at)):
+                rows.append(
+                    {
+                        "id": job.id,
+                        "state": job.state.value,
+                        "user": job.user,
+                        "position": await queue.position(job.id),
+                        "progress": round(job.progress, 3),
+                        "progress_text": job.progress_text,
+                        "age_seconds": round(time.time() - job.created_at),
+                    }
+                )
+            return {
+                "jobs": {state.value: n for state, n in counts.items()},
+                "average_seconds": round(await queue.average_seconds(), 1),
+                "active": rows,
+            }
+        finally:
+            await queue.close()
+
+    data = asyncio.run(status())
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("jobs: " + ", ".join(f"{n} {state}" for state, n in data["jobs"].items()))
+    print(f"average dream: {data['average_seconds']} s")
+    for row in data["active"]:
+        where = (
+            f"{row['progress'] * 100:.0f}% {row['progress_text']}"
+            if row["state"] == "running"
+            else (f"position {row['position']}")
+        )
+        print(f"  {row['id']}  {row['state']:<8} {row['user']:<24} {where}")
+    if not data["active"]:
+        print("  nothing queued or running")
+    return 0
+
+
+def command_cancel(args: argparse.Namespace, config: Config) -> int:
+    async def cancel() -> str:
+        queue = await _open_queue(config)
+        try:
+            job = await queue.cancel(args.job)  # the operator: allowed for any job
+            return "cancelled" if job.state == JobState.CANCELLED else "stopping at its next step"
+        finally:
+            await queue.close()
+
+    print(f"Job {args.job}: {asyncio.run(cancel())}.")
+    return 0
+
+
+def command_init(args: argparse.Namespace, _config: Config | None) -> int:
+    path: Path = args.path
+    if path.exists() and not args.force:
+        raise ConfigError(f"{path} already exists; use --force to overwrite it.")
+    path.write_text(EXAMPLE, encoding="utf-8")
+    print(f"Wrote {path}. Edit it, then run `dreambot serve --config {path}`.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dreambot", description="DreamBot: DeepDream as a service.")
+    parser.add_argument("--config", type=Path, help="TOML file (default: $DREAMBOT_CONFIG or ./dreambot.toml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the bot and its web page")
+    serve.add_argument("--host", help="address for the web page (overrides web.host)")
+    serve.add_argument("--port", type=int, help="port for the web page (overrides web.port; 0 = any free one)")
+    serve.add_argument("--engine", choices=["dreamcore", "null"], default="dreamcore", help=argparse.SUPPRESS)
+    serve.add_argument("--null-steps", type=int, default=0, help=argparse.SUPPRESS)
+    serve.set_defaults(run=command_serve)
+    status = commands.add_parser("status", help="the queue and the job being dreamed")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=command_status)
+    cancel = commands.add_parser("cancel", help="cancel a job (queued, or running: it stops at its next step)")
+    cancel.add_argument("job")
+    cancel.set_defaults(run=command_cancel)
+    init = commands.add_parser("init", help="write a commented example configuration")
+    init.add_argument("path", nargs="?", type=Path, default=Path("dreambot.toml"))
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(run=command_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.run is command_init:
+            return command_init(args, None)
+        config = load_config(args.config)
+        configure_logging(config.log_level)
+        return args.run(args, config)
+    except ConfigError as error:
+        print(f"dreambot: {error}", file=sys.stderr)
+        return 2
+    except QueueError as error:
+        print(f"dreambot: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
