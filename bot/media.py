@@ -92,6 +92,38 @@ def encode_to_fit(image: Image.Image, max_bytes: int, *, prefer: str = "png", me
         current = current.resize((max(1, current.width * 3 // 4), max(1, current.height * 3 // 4)), Image.LANCZOS)
 
 
+# Upload limits of each destination (adapters may know better, e.g. a Discord guild's boosted limit).
+DESTINATION_LIMITS = {"discord": 10 * 2**20, "x": 5 * 10**6, "mastodon": 8 * 2**20, "web": 10 * 2**20}
+
+
+def fit_result(data: bytes, extension: str, max_bytes: int) -> tuple[bytes, str]:
+    """A stored result made to fit ``max_bytes``: returned as it is when it fits, else re-encoded smaller.
+
+    Stills become JPEG at falling quality and size; animations are re-encoded with fewer colours, smaller
+    frames, then fewer frames. Returns the bytes and their extension.
+    """
+    if len(data) <= max_bytes:
+        return data, extension
+    if extension == "gif":
+        from dreamcore.animation import encode_animation
+        from dreamcore.images import first_json_object
+
+        with Image.open(io.BytesIO(data)) as animation:
+            frames, durations = [], []
+            for index in range(getattr(animation, "n_frames", 1)):
+                animation.seek(index)
+                frames.append(animation.convert("RGB"))
+                durations.append(animation.info.get("duration", 83) or 83)
+            metadata = first_json_object([animation.info.get("comment", b"").decode("utf-8", "ignore")])
+        fps = 1000 / (sum(durations) / len(durations))
+        return encode_animation(frames, "gif", fps, max_bytes=max_bytes, metadata=metadata), "gif"
+    with Image.open(io.BytesIO(data)) as still:
+        still.load()
+        picture = still.copy()
+    fitted = encode_to_fit(picture, max_bytes, prefer="jpg")
+    return fitted, "jpg"
+
+
 def _jpeg(image: Image.Image, quality: int) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=True)

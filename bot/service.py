@@ -86,6 +86,7 @@ class DreamService:
         self._tasks: list[asyncio.Task] = []
         self.loop_lag = LoopLagMonitor()
         self.started_at = time.time()
+        self.recovered: list[Job] = []  # jobs a crash left running: re-queued, or failed at max attempts
 
     # ------------------------------------------------------------------ life cycle
 
@@ -101,11 +102,16 @@ class DreamService:
         )
         queue = await JobQueue.open(config.database_path, limits)
         service = cls(config, queue, FileStore(config.files_dir), engine or DreamcoreEngine(config.worker.device))
-        for job in await queue.recover():
-            log.info("recovered job %s (%s) after a restart", job.id, job.state)
+        service.recovered = await queue.recover()
+        for job in service.recovered:
+            log.info("recovered job %s (%s) after a restart", job.id, job.state.value)
         return service
 
     def start(self) -> None:
+        """Start the worker and housekeeping; owners of jobs dropped at start-up are told (via the listeners)."""
+        for job in self.recovered:
+            if job.finished:
+                spawn(self._changed(job))
         self._tasks = [
             asyncio.create_task(self.worker.run(), name="worker"),
             asyncio.create_task(self._expire_forever(), name="expiry"),

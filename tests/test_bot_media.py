@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.media import MediaError, MediaLimits, encode_to_fit, ingest, sniff_format
+from bot.media import MediaError, MediaLimits, encode_to_fit, fit_result, ingest, sniff_format
 from bot.store import FileStore, media_type
 
 DATA = Path(__file__).parent / "data"
@@ -105,3 +105,19 @@ def test_the_file_store_keeps_content_once_under_its_hash(tmp_path: Path) -> Non
             store.path(bad)
     store.delete(key)
     assert not store.exists(key) and store.all_keys() == []
+
+
+def test_stored_results_are_refitted_for_smaller_destinations() -> None:
+    from dreamcore.animation import encode_animation
+
+    still = encode_to_fit(Image.effect_noise((400, 300), 80).convert("RGB"), 10 * 2**20)
+    assert fit_result(still, "png", len(still)) == (still, "png")  # fits: untouched
+    smaller, extension = fit_result(still, "png", len(still) // 4)
+    assert extension == "jpg" and len(smaller) <= len(still) // 4
+
+    frames = [Image.effect_noise((200, 200), 60 + i).convert("RGB") for i in range(6)]
+    gif = encode_animation(frames, "gif", 12, metadata={"settings": {"seed": 5}})
+    fitted, extension = fit_result(gif, "gif", len(gif) // 3)
+    assert extension == "gif" and len(fitted) <= len(gif) // 3
+    with Image.open(io.BytesIO(fitted)) as animation:
+        assert animation.n_frames >= 3 and b'"seed":5' in animation.info.get("comment", b"")
