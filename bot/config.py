@@ -95,7 +95,7 @@ class Config:
                 f"web.host is {self.web.host!r}, which other machines can reach: set DREAMBOT_WEB_TOKEN in the "
                 'environment to a long random string (visitors then need it), or use host = "127.0.0.1".'
             )
-        _require(1 <= self.web.port <= 65535, "web.port must be between 1 and 65535.")
+        _require(0 <= self.web.port <= 65535, "web.port must be between 1 and 65535. Use 0 for any free port.")
         _require(self.queue.per_user >= 1, "queue.per_user must be at least 1.")
         _require(self.queue.global_cap >= 1, "queue.global_cap must be at least 1.")
         _require(self.queue.max_attempts >= 1, "queue.max_attempts must be at least 1.")

@@ -205,8 +205,19 @@ class DreamService:
         return sum(recent) / len(recent) if recent else 30.0
 
     async def gallery(self, limit: int | None = None) -> list[JobView]:
-        jobs = await self.queue.recent(JobState.DONE, limit=limit or self.config.web.gallery_size)
-        return [await self.view(job) for job in jobs]
+        """Recent dreams that are public: made on the web page, or posted where everyone saw them.
+
+        A photo someone sent privately (a chat's direct message) never shows up here.
+        """
+        limit = limit or self.config.web.gallery_size
+        views = []
+        for job in await self.queue.recent(JobState.DONE, limit=limit * 4):
+            view = await self.view(job)
+            if view.platform == "web" or view.destination.get("public") is True:
+                views.append(view)
+            if len(views) == limit:
+                break
+        return views
 
     # ------------------------------------------------------------------ events
 
