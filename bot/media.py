@@ -37,6 +37,14 @@ class MediaLimits:
     formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF")
 
 
+def file_size(size: int) -> str:
+    """ "20 MB", "1.5 MB", "300 KB": sizes as people read them (MB = 2**20 bytes, as upload limits are)."""
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{round(size / scale, 1):g} {unit}"
+    return f"{size} bytes"
+
+
 def sniff_format(data: bytes) -> str | None:
     for name, signatures in SIGNATURES.items():
         if any(data.startswith(signature) for signature in signatures):
@@ -52,8 +60,7 @@ def ingest(data: bytes, limits: MediaLimits) -> LoadedImage:
         raise MediaError("The file is empty; send a photo (PNG, JPEG, WebP or GIF).")
     if len(data) > limits.max_bytes:
         raise MediaError(
-            f"That file is {len(data) / 2**20:.1f} MB; the limit is {limits.max_bytes / 2**20:.0f} MB. "
-            "Send a smaller photo."
+            f"That file is {file_size(len(data))}; the limit is {file_size(limits.max_bytes)}. Send a smaller photo."
         )
     found = sniff_format(data)
     if found is None or found not in limits.formats:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -82,7 +82,8 @@ class DreamService:
         )
         self.previews: dict[str, bytes] = {}  # job id -> latest preview, while it runs
         self._subscribers: dict[str, set[asyncio.Queue[JobView]]] = {}
-        self._listeners: list[tuple[str | None, Listener]] = []
+        self._listeners: list[ListenerInbox] = []
+        self._finished_ids: OrderedDict[str, None] = OrderedDict()  # recently finished jobs, oldest first
         self._tasks: list[asyncio.Task] = []
         self.loop_lag = LoopLagMonitor()
         self.started_at = time.time()
@@ -119,9 +120,11 @@ class DreamService:
         ]
 
     async def close(self) -> None:
+        await self.worker.close()  # a dream in progress stops and goes back to the queue, attempt not counted
+        for listener in self._listeners:
+            await listener.drain(timeout=5.0)
         for task in self._tasks:
             task.cancel()
-        await self.worker.close()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -141,10 +144,10 @@ class DreamService:
             fingerprint=request.fingerprint(),
             exempt=request.requester.admin or priority is Priority.SCHEDULED,
         )
+        # Published before anything else can run: listeners hear "queued" before the worker's "running".
+        self._publish(self._view_of(job))
         self.worker.notify()
-        view = await self.view(job)
-        await self._publish(view)
-        return view
+        return await self.view(job)
 
     def _store_input(self, data: bytes) -> str:
         """Decode and normalise once (upright, RGB, working size, no EXIF); the worker reads this copy."""
@@ -156,7 +159,7 @@ class DreamService:
         if job.cancel_requested and job.state == JobState.RUNNING:
             self.worker.cancel_current(job_id)
         view = await self.view(job)
-        await self._publish(view)
+        self._publish(view)
         return view
 
     async def request_of(self, job_id: str) -> DreamRequest:
@@ -166,13 +169,16 @@ class DreamService:
     async def view(self, job: Job | str) -> JobView:
         if isinstance(job, str):
             job = await self.queue.get(job)
-        request = DreamRequest.from_json(job.payload)
         position = eta = None
         if job.state == JobState.QUEUED:
             position = await self.queue.position(job.id)
             eta = await self.queue.estimate(job.id)
             if self.worker.current is not None:
                 eta = (eta or 0.0) + self._remaining_of_current()
+        return self._view_of(job, position, eta)
+
+    def _view_of(self, job: Job, position: int | None = None, eta: float | None = None) -> JobView:
+        request = DreamRequest.from_json(job.payload)
         return JobView(
             id=job.id,
             state=job.state.value,
@@ -243,26 +249,32 @@ class DreamService:
                 del self._subscribers[job_id]
 
     def add_listener(self, listener: Listener, platform: str | None = None) -> None:
-        """``listener(view)`` hears every change of every job (of ``platform``, when given)."""
-        self._listeners.append((platform, listener))
+        """``listener(view)`` hears every change of every job (of ``platform``, when given), in order.
 
-    async def _publish(self, view: JobView) -> None:
+        Each listener has its own inbox, delivered in the background: a slow chat post never delays the
+        worker or another listener.
+        """
+        self._listeners.append(ListenerInbox(listener, platform))
+
+    def _publish(self, view: JobView) -> None:
+        if view.id in self._finished_ids and not view.finished:
+            return  # progress computed just before the end arrives after it: the end stands
+        if view.finished:
+            self._finished_ids[view.id] = None
+            while len(self._finished_ids) > 10_000:
+                self._finished_ids.popitem(last=False)
         for inbox in self._subscribers.get(view.id, ()):
             if inbox.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
                     inbox.get_nowait()  # a slow reader gets the newest state, not a backlog
             inbox.put_nowait(view)
-        for platform, listener in self._listeners:
-            if platform is None or platform == view.platform:
-                try:
-                    await listener(view)
-                except Exception:
-                    log.exception("a listener failed on job %s", view.id)
+        for listener in self._listeners:
+            listener.deliver(view)
 
     async def _changed(self, job: Job) -> None:
         if job.finished:
             self.previews.pop(job.id, None)
-        await self._publish(await self.view(job))
+        self._publish(await self.view(job))
 
     def _progressed(self, progress: Progress) -> None:
         if progress.preview is not None:
@@ -274,45 +286,44 @@ class DreamService:
             view = await self.view(progress.job_id)
             if not view.finished:
                 # The row may lag a step behind; the fresh numbers are these.
-                await self._publish(
-                    replace(view, progress=progress.fraction, progress_text=progress.text, has_preview=True)
-                )
+                self._publish(replace(view, progress=progress.fraction, progress_text=progress.text, has_preview=True))
 
     # ------------------------------------------------------------------ housekeeping
 
     async def expire(self) -> int:
         """Remove finished jobs older than results.keep_days, then the oldest while files pass results.max_gb."""
         cutoff = time.time() - self.config.results.keep_days * 86400
-        removed = len(await self.queue.delete_finished_before(cutoff))
-        await self._collect_garbage()
+        removed = await self.queue.delete_finished_before(cutoff)
+        await self._collect_garbage(released=_keys_of(removed))
+        count = len(removed)
         budget = self.config.results.max_gb * 1e9
         while self.store.size_bytes() > budget:
             done = await self.queue.recent(JobState.DONE, limit=1_000_000, include_cached=True)
-            if not done:
-                break
+            if len(done) <= 1:
+                break  # the newest result stays, whatever its size
+            before = self.store.size_bytes()
             more = await self.queue.delete_finished_before((done[-1].finished_at or 0) + 1e-6)
-            if not more:
-                break
-            removed += len(more)
-            await self._collect_garbage()
-        return removed
+            await self._collect_garbage(released=_keys_of(more))
+            count += len(more)
+            if not more or self.store.size_bytes() >= before:
+                break  # nothing freed: stop rather than empty the gallery for nothing
+        return count
 
-    async def _collect_garbage(self, grace_seconds: float = 3600.0) -> None:
+    async def _collect_garbage(self, grace_seconds: float = 3600.0, released: set[str] = frozenset()) -> None:
         """Delete files no remaining job refers to (cached answers share their original's files).
 
-        Files younger than ``grace_seconds`` stay: an upload is stored a moment before its job row exists.
+        Files of rows just removed (``released``) go at once; other unreferenced files only after
+        ``grace_seconds``, because an upload is stored a moment before its job row exists. Half-written
+        files a crash left behind go after the grace period too.
         """
-        referenced: set[str] = set()
-        for job in await self.queue.all_jobs(limit=10**9):
-            image_key = json.loads(job.payload).get("image_key")
-            if image_key:
-                referenced.add(image_key)
-            if job.result:
-                referenced.add(json.loads(job.result).get("key", ""))
+        referenced = _keys_of(await self.queue.all_jobs(limit=10**9))
         now = time.time()
         for key in self.store.all_keys():
-            if key not in referenced and now - self.store.path(key).stat().st_mtime > grace_seconds:
+            if key in referenced:
+                continue
+            if key in released or now - self.store.path(key).stat().st_mtime > grace_seconds:
                 self.store.delete(key)
+        self.store.remove_partials(older_than=now - grace_seconds)
 
     async def _expire_forever(self) -> None:
         while True:
@@ -331,6 +342,48 @@ class DreamService:
             "loop_lag_p99_ms": round(self.loop_lag.percentile(99) * 1000, 1),
             "uptime_seconds": round(time.time() - self.started_at),
         }
+
+
+def _keys_of(jobs: list[Job]) -> set[str]:
+    """The files jobs refer to: their stored input and their result."""
+    keys: set[str] = set()
+    for job in jobs:
+        image_key = json.loads(job.payload).get("image_key")
+        if image_key:
+            keys.add(image_key)
+        if job.result:
+            keys.add(json.loads(job.result).get("key", ""))
+    return keys
+
+
+class ListenerInbox:
+    """One listener's events, delivered one at a time in the order they happened."""
+
+    def __init__(self, listener: Listener, platform: str | None) -> None:
+        self.listener = listener
+        self.platform = platform
+        self.inbox: asyncio.Queue[JobView] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    def deliver(self, view: JobView) -> None:
+        if self.platform is not None and self.platform != view.platform:
+            return
+        self.inbox.put_nowait(view)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while not self.inbox.empty():
+            view = self.inbox.get_nowait()
+            try:
+                await self.listener(view)
+            except Exception:
+                log.exception("a listener failed on job %s", view.id)
+
+    async def drain(self, timeout: float) -> None:
+        if self.task is not None and not self.task.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
 
 
 class LoopLagMonitor:

@@ -53,6 +53,13 @@ class FileStore:
     def all_keys(self) -> list[str]:
         return [path.name for path in self.root.glob("??/*") if KEY.match(path.name)]
 
+    def remove_partials(self, older_than: float) -> None:
+        """Half-written files (a crash during a write) older than the timestamp ``older_than``."""
+        for path in self.root.glob("??/.*.partial"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < older_than:
+                    path.unlink()
+
     def size_bytes(self) -> int:
         return sum(path.stat().st_size for path in self.root.glob("??/*"))
 

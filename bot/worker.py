@@ -99,11 +99,15 @@ class Worker:
                 continue
             await self.process(job)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop: a dream in progress stops at its next step and goes back to the queue, its attempt not counted."""
         self._closing = True
         self._stop_current.set()
         self.wakeup.set()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        while self.current is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def process(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -134,15 +138,16 @@ class Worker:
                 self.executor, self.engine.render, request.command, image, report, should_stop
             )
         except Cancelled:
-            if stop.is_set() or self._closing:
-                if self._closing:
-                    return  # shutting down: recover() re-queues it at the next start
+            if self._closing:
+                # Shutting down is not the job's fault: it waits in the queue for the next start.
+                await self.queue.release(job.id)
+                return
+            if stop.is_set():
                 finished = await self.queue.mark_cancelled(job.id)
             else:
-                minutes = self.time_limit / 60
                 finished = await self.queue.fail(
                     job.id,
-                    f"This dream took longer than {minutes:g} minutes and was stopped; "
+                    f"This dream took longer than {duration(self.time_limit)} and was stopped; "
                     "try fewer octaves, fewer steps or a smaller picture.",
                 )
         except (DreamError, OptionError, MediaError) as error:
@@ -180,6 +185,17 @@ class Worker:
                 stop.set()  # cancelled, possibly from another process (`dreambot cancel`)
         except Exception:  # progress is best effort; the job's outcome is recorded elsewhere
             log.debug("could not store progress of %s", progress.job_id, exc_info=True)
+
+
+def duration(seconds: float) -> str:
+    """ "15 minutes", "1 minute", "30 seconds", "2 hours": how people say it."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            amount = round(seconds / size, 1)
+            amount_text = f"{amount:g}"
+            return f"{amount_text} {unit}{'' if amount_text == '1' else 's'}"
+    amount_text = f"{max(1, round(seconds)):g}"
+    return f"{amount_text} second{'' if amount_text == '1' else 's'}"
 
 
 _background: set[asyncio.Task] = set()

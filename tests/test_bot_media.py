@@ -39,7 +39,7 @@ def test_formats_are_recognised_from_their_bytes_not_their_names() -> None:
     [
         (b"", MediaLimits(), "The file is empty"),
         (b"just some text, named photo.png", MediaLimits(), "not an image I can read; send a photo as PNG, JPEG"),
-        (b"x" * 3000, MediaLimits(max_bytes=2048), "the limit is 0 MB"),
+        (b"x" * 3000, MediaLimits(max_bytes=2048), "That file is 2.9 KB; the limit is 2 KB."),
         (encoded(Image.new("RGB", (8, 8)), "BMP"), MediaLimits(), "not an image I can read"),
         (encoded(Image.new("RGB", (8, 8)), "TIFF"), MediaLimits(), "not an image I can read"),
         (png(Image.new("RGB", (8, 8)))[:40], MediaLimits(), "damaged or incomplete"),
