@@ -24,6 +24,7 @@ async def run_service(
     service = await DreamService.open(config, engine)
     service.start()
     runner: web.AppRunner | None = None
+    discord_bot = discord_task = None
     url = None
     try:
         if config.web.enabled:
@@ -36,11 +37,23 @@ async def run_service(
             port = runner.addresses[0][1] if runner.addresses else config.web.port
             url = f"http://{'127.0.0.1' if config.web.host in ('0.0.0.0', '') else config.web.host}:{port}/"
             log.info("DreamBot's page is at %s", url)
+        if config.secrets.discord_token:
+            from bot.discord_adapter import DiscordAdapter
+
+            discord_bot = DiscordAdapter(
+                service, config.secrets.discord_token, dev_guild_id=config.discord.dev_guild_id or None
+            )
+            discord_task = asyncio.create_task(discord_bot.start(), name="discord")
+            log.info("Discord: connecting")
         if on_ready is not None:
             on_ready(url)
         await _until_stopped()
     finally:
         log.info("stopping: a dream in progress goes back to the queue and continues at the next start")
+        if discord_bot is not None:
+            await discord_bot.close()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await discord_task
         if runner is not None:
             await runner.cleanup()
         await service.close()

@@ -58,6 +58,13 @@ class ResultsConfig:
 
 
 @dataclass(frozen=True)
+class DiscordConfig:
+    # A server (guild) id to sync slash commands to at once, for development; 0 = globally (production:
+    # Discord may take up to an hour to show them everywhere). The bot runs when DISCORD_TOKEN is set.
+    dev_guild_id: int = 0
+
+
+@dataclass(frozen=True)
 class Secrets:
     """From the environment only."""
 
@@ -77,6 +84,7 @@ class Config:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     source: str = "defaults"  # which file it came from, for messages
 
