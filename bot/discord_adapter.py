@@ -7,6 +7,13 @@ neither loses a result nor posts one twice.
 
 Commands are declared with discord.py's annotations, so their signatures are their documentation;
 the ranges, choices and help lines come from the one option table in :mod:`bot.options`.
+
+The way out, for one job: while it waits and dreams, one message is edited (the deferred answer of a
+slash command, or the bot's reply to a mention) at most every ``progress_every`` seconds, newest state
+wins; progress edits run beside the service's listener and are dropped, never queued, when the result
+is ready. The result replaces that message (slash commands, while the 15-minute interaction token
+lasts) or is posted as a new message with a mention (mentions, and slash commands whose token expired;
+private results go to the requester's DMs then).
 """
 
 from __future__ import annotations
@@ -27,22 +34,29 @@ import discord
 from discord import app_commands
 
 from bot.jobqueue import QueueError
-from bot.media import DESTINATION_LIMITS, MediaError, fit_result
-from bot.options import MODES, Mode, Option, OptionError, build_command, help_text, parse_command
+from bot.media import DESTINATION_LIMITS, MediaError, file_size, fit_result
+from bot.options import MODES, Command, Mode, Option, OptionError, build_command, help_text, parse_command
 from bot.requests import Destination, DreamRequest, Requester
 from bot.service import DreamService, JobView
 from dreamcore.classes import search_classes
 from dreamcore.networks import layer_catalog, list_networks
-from dreamcore.settings import PRESETS
+from dreamcore.settings import PRESETS, DreamSettings
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+DEFAULT_NETWORK = DreamSettings.network  # what a request without network= dreams with
 TOKEN_LIFETIME = 15 * 60  # seconds an interaction token can edit and follow up
 TOKEN_MARGIN = 30  # stop using a token this long before it expires
-PROGRESS_EVERY = 3.0  # seconds between progress edits of one message
+PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (Discord allows about 5 per 5 s)
+EDIT_GRACE = 0.5  # a progress edit already on the wire gets this long to land before the result goes out
+CLOSE_GRACE = 10.0  # seconds close() waits for results being posted
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-CUSTOM_ID = r"dreambot:(?P<action>deeper|layer|zoom|reroll|delete):(?P<job>[A-Za-z0-9_-]{4,40})"
+ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete")
+CUSTOM_ID = rf"dreambot:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[A-Za-z0-9_-]{{4,40}})"
+# Answers meaning the interaction token can no longer be used: 401 Invalid Webhook Token, 404 Unknown Webhook,
+# Unknown Message (the deferred answer was dismissed), Unknown Interaction.
+TOKEN_GONE_CODES = {50027, 10015, 10008, 10062}
 
 
 def option(mode: Mode, name: str) -> Option:
@@ -64,11 +78,11 @@ def describe(mode: Mode, *names: str, **extra: str) -> Any:
     return app_commands.describe(**{name: option(mode, name).help[:100] for name in names}, **extra)
 
 
+def fixed_choices(mode: Mode, name: str) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=value, value=value) for value in option(mode, name).valid_choices({})][:25]
+
+
 PRESET_CHOICES = [app_commands.Choice(name=f"{p.name}: {p.description}"[:100], value=p.name) for p in PRESETS.values()]
-
-
-def network_choices() -> list[app_commands.Choice[str]]:
-    return [app_commands.Choice(name=spec.name, value=spec.name) for spec in list_networks()][:25]
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,10 @@ class GuildSettings:
     dream_channel_id: int | None = None  # where the dream of the day goes
     public_results: bool = True  # False: results are shown to the requester only
     allowed_networks: str = ""  # comma-separated; "" = all
+
+    @property
+    def networks(self) -> list[str]:
+        return [name.strip() for name in self.allowed_networks.split(",") if name.strip()]
 
 
 class DiscordStore:
@@ -115,6 +133,11 @@ class DiscordStore:
         )
         self.db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", (message_id, job_id, requester_id))
 
+    def result_owner(self, message_id: int) -> int | None:
+        """Who asked for the result posted as ``message_id`` (known even after the job itself has expired)."""
+        row = self.db.execute("SELECT requester_id FROM results WHERE message_id = ?", (message_id,)).fetchone()
+        return row[0] if row else None
+
     def guild(self, guild_id: int | None) -> GuildSettings:
         if guild_id is None:
             return GuildSettings()
@@ -135,15 +158,36 @@ class DiscordStore:
 
 
 class DiscordAdapter:
-    def __init__(self, service: DreamService, token: str, *, dev_guild_id: int | None = None) -> None:
+    def __init__(
+        self,
+        service: DreamService,
+        token: str,
+        *,
+        dev_guild_id: int | None = None,
+        progress_every: float = PROGRESS_EVERY,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self.service = service
         self.token = token
         self.dev_guild_id = dev_guild_id  # commands sync to this server at once (development); else globally
+        self.progress_every = progress_every
         self.store = DiscordStore(service.config.data_dir / "discord.sqlite3")
-        self.client = discord.Client(intents=discord.Intents.default())  # no privileged intent needed
+        # Interactions need no intent; mentions and DMs arrive with their content without the privileged
+        # message-content intent. guilds: the server cache (upload limits, permissions).
+        intents = discord.Intents.none()
+        intents.guilds = intents.guild_messages = intents.dm_messages = True
+        self.client = discord.Client(intents=intents, **(client_options or {}))
         self.tree = app_commands.CommandTree(self.client)
-        self._last_edit: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._logged_in = False
+        self._closed = False
+        # progress editing, per job: the newest view not yet shown, the task showing it, when the next edit may go
+        self._latest: dict[str, JobView] = {}
+        self._editors: dict[str, asyncio.Task] = {}
+        self._next_edit: dict[str, float] = {}
+        self._on_the_wire: set[str] = set()  # jobs whose progress edit is being sent right now
+        self._unreachable: set[str] = set()  # jobs whose message can no longer be edited (token gone)
+        self._finishing: set[str] = set()  # jobs whose answer is being posted: no more progress edits
+        self._deliveries: set[asyncio.Task] = set()
         self._register_commands()
         self.client.add_dynamic_items(ResultButton)
         self.client.dreambot = self  # buttons find the adapter through the client they arrive on
@@ -155,19 +199,44 @@ class DiscordAdapter:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        await self.client.start(self.token)
+        try:
+            await self.client.start(self.token)
+        except discord.LoginFailure:
+            log.error("Discord refused DISCORD_TOKEN; copy it again from the developer portal (Bot → Reset Token).")
+            raise
 
     async def close(self) -> None:
+        """Stop: results being posted get a moment to land; progress edits are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._editors.values():
+            task.cancel()
+        if self._deliveries:
+            await asyncio.wait(self._deliveries, timeout=CLOSE_GRACE)
+        for task in [*self._editors.values(), *self._deliveries]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         await self.client.close()
         self.store.close()
 
     async def _setup_hook(self) -> None:
-        if self.dev_guild_id:
-            guild = discord.Object(self.dev_guild_id)
-            self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
-        else:
-            await self.tree.sync()
+        """After login, before the gateway: sync the commands; from now on REST calls work."""
+        self._logged_in = True
+        try:
+            if self.dev_guild_id:
+                guild = discord.Object(self.dev_guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+            else:
+                await self.tree.sync()
+        except discord.HTTPException as error:  # mentions and buttons work without them
+            log.warning(
+                "Discord: the slash commands could not be registered (%s); invite the bot with the "
+                "applications.commands scope, and check [discord] dev_guild_id.",
+                error,
+            )
 
     async def on_ready(self) -> None:
         log.info("Discord: logged in as %s", self.client.user)
@@ -176,8 +245,13 @@ class DiscordAdapter:
     async def deliver_missed(self) -> None:
         """Results that finished while the bot was away (or mid-restart) are posted now, once."""
         for job in await self.service.queue.all_jobs(limit=500):
+            if self._closed:
+                return
             if job.user.startswith(f"{PLATFORM}:") and job.finished and not self.store.delivered(job.id):
-                await self.on_job(await self.service.view(job))
+                try:
+                    await self._deliver(await self.service.view(job))
+                except Exception:
+                    log.exception("Discord: could not post the answer of job %s", job.id)
 
     # ------------------------------------------------------------------ ways in
 
@@ -212,82 +286,139 @@ class DiscordAdapter:
             }
             await adapter.ask(interaction, Mode.DREAM, "", options, image)
 
-        @dream.autocomplete("layer")
-        async def dream_layer(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-            return layer_suggestions(interaction.namespace.network, current)
+        @tree.command(name="zoom", description=MODES[Mode.ZOOM].help)
+        @describe(Mode.ZOOM, "preset", "layer", "network", "frames", "zoom", "rotate", "seed", image="the photo")
+        @app_commands.choices(preset=PRESET_CHOICES)
+        async def zoom(
+            interaction: discord.Interaction,
+            image: discord.Attachment,
+            preset: str | None = None,
+            layer: str | None = None,
+            network: str | None = None,
+            frames: int_range(Mode.ZOOM, "frames") | None = None,  # type: ignore[valid-type]
+            zoom: float_range(Mode.ZOOM, "zoom") | None = None,  # type: ignore[valid-type]
+            rotate: float_range(Mode.ZOOM, "rotate") | None = None,  # type: ignore[valid-type]
+            seed: int_range(Mode.ZOOM, "seed") | None = None,  # type: ignore[valid-type]
+        ) -> None:
+            options = {
+                "preset": preset,
+                "layer": layer,
+                "network": network,
+                "frames": frames,
+                "zoom": zoom,
+                "rotate": rotate,
+                "seed": seed,
+            }
+            await adapter.ask(interaction, Mode.ZOOM, "", options, image)
 
-        @dream.autocomplete("network")
-        async def dream_network(_interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-            return [c for c in network_choices() if current.lower() in c.value][:25]
+        @tree.command(name="layers", description=MODES[Mode.ATLAS].help[:100])
+        @describe(Mode.ATLAS, "network", image="the photo")
+        async def layers(
+            interaction: discord.Interaction, image: discord.Attachment, network: str | None = None
+        ) -> None:
+            await adapter.ask(interaction, Mode.ATLAS, "", {"network": network}, image)
 
         @tree.command(name="visualize", description=MODES[Mode.VISUALIZE].help)
-        @app_commands.describe(what="a class name, e.g. banana or french horn", seed="repeat a result exactly")
+        @describe(Mode.VISUALIZE, "network", "size", "steps", "seed", what="a class name, e.g. banana or french horn")
         async def visualize(
             interaction: discord.Interaction,
             what: str,
+            network: str | None = None,
+            size: int_range(Mode.VISUALIZE, "size") | None = None,  # type: ignore[valid-type]
+            steps: int_range(Mode.VISUALIZE, "steps") | None = None,  # type: ignore[valid-type]
             seed: int_range(Mode.VISUALIZE, "seed") | None = None,  # type: ignore[valid-type]
         ) -> None:
-            await adapter.ask(interaction, Mode.VISUALIZE, what, {"seed": seed})
-
-        @visualize.autocomplete("what")
-        async def visualize_what(_interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-            return class_suggestions(current)
+            options = {"network": network, "size": size, "steps": steps, "seed": seed}
+            await adapter.ask(interaction, Mode.VISUALIZE, what, options)
 
         @tree.command(name="mix", description=MODES[Mode.MIX].help)
-        @app_commands.describe(classes="two classes or more, e.g. gorilla and french horn")
-        @app_commands.choices(layout=[app_commands.Choice(name=v, value=v) for v in option(Mode.MIX, "layout").choices])
-        async def mix(interaction: discord.Interaction, classes: str, layout: str | None = None) -> None:
-            await adapter.ask(interaction, Mode.MIX, classes, {"layout": layout})
+        @describe(
+            Mode.MIX, "layout", "network", "size", "steps", "seed", classes="two classes or more, e.g. gorilla + banana"
+        )
+        @app_commands.choices(layout=fixed_choices(Mode.MIX, "layout"))
+        async def mix(
+            interaction: discord.Interaction,
+            classes: str,
+            layout: str | None = None,
+            network: str | None = None,
+            size: int_range(Mode.MIX, "size") | None = None,  # type: ignore[valid-type]
+            steps: int_range(Mode.MIX, "steps") | None = None,  # type: ignore[valid-type]
+            seed: int_range(Mode.MIX, "seed") | None = None,  # type: ignore[valid-type]
+        ) -> None:
+            options = {"layout": layout, "network": network, "size": size, "steps": steps, "seed": seed}
+            await adapter.ask(interaction, Mode.MIX, classes, options)
 
         @tree.command(name="path", description=MODES[Mode.PATH].help)
-        @app_commands.choices(shape=[app_commands.Choice(name=v, value=v) for v in option(Mode.PATH, "shape").choices])
+        @describe(Mode.PATH, "shape", "count", "network", "size", "steps", "seed", what="a class name, e.g. jellyfish")
+        @app_commands.choices(shape=fixed_choices(Mode.PATH, "shape"))
         async def path(
             interaction: discord.Interaction,
             what: str,
             shape: str | None = None,
             count: int_range(Mode.PATH, "count") | None = None,  # type: ignore[valid-type]
+            network: str | None = None,
+            size: int_range(Mode.PATH, "size") | None = None,  # type: ignore[valid-type]
+            steps: int_range(Mode.PATH, "steps") | None = None,  # type: ignore[valid-type]
+            seed: int_range(Mode.PATH, "seed") | None = None,  # type: ignore[valid-type]
         ) -> None:
-            await adapter.ask(interaction, Mode.PATH, what, {"shape": shape, "count": count})
-
-        path.autocomplete("what")(visualize_what)
+            options = {"shape": shape, "count": count, "network": network, "size": size, "steps": steps, "seed": seed}
+            await adapter.ask(interaction, Mode.PATH, what, options)
 
         @tree.command(name="letters", description=MODES[Mode.LETTERS].help)
-        @app_commands.describe(text="up to 12 letters", fill="one class for every letter (default: A of apes...)")
-        async def letters(interaction: discord.Interaction, text: str, fill: str | None = None) -> None:
-            await adapter.ask(interaction, Mode.LETTERS, text, {"fill": fill})
-
-        @tree.command(name="zoom", description=MODES[Mode.ZOOM].help)
-        async def zoom(
+        @describe(Mode.LETTERS, "fill", "network", "size", "steps", "seed", text="up to 12 letters or digits")
+        async def letters(
             interaction: discord.Interaction,
-            image: discord.Attachment,
-            frames: int_range(Mode.ZOOM, "frames") | None = None,  # type: ignore[valid-type]
-            preset: str | None = None,
+            text: str,
+            fill: str | None = None,
+            network: str | None = None,
+            size: int_range(Mode.LETTERS, "size") | None = None,  # type: ignore[valid-type]
+            steps: int_range(Mode.LETTERS, "steps") | None = None,  # type: ignore[valid-type]
+            seed: int_range(Mode.LETTERS, "seed") | None = None,  # type: ignore[valid-type]
         ) -> None:
-            await adapter.ask(interaction, Mode.ZOOM, "", {"frames": frames, "preset": preset}, image)
+            options = {"fill": fill, "network": network, "size": size, "steps": steps, "seed": seed}
+            await adapter.ask(interaction, Mode.LETTERS, text, options)
 
-        @tree.command(name="layers", description="one photo dreamed at a row of layers: what each layer does")
-        async def layers(
-            interaction: discord.Interaction, image: discord.Attachment, network: str | None = None
-        ) -> None:
-            await adapter.ask(interaction, Mode.ATLAS, "", {"network": network}, image)
+        async def layer_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            return layer_suggestions(getattr(interaction.namespace, "network", None), current)
+
+        async def network_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            allowed = adapter.store.guild(interaction.guild_id).networks
+            return [
+                app_commands.Choice(name=f"{spec.name}: {spec.description}"[:100], value=spec.name)
+                for spec in list_networks()
+                if current.lower() in spec.name and (not allowed or spec.name in allowed)
+            ][:25]
+
+        async def class_choices(_interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+            return class_suggestions(current)
+
+        for command in (dream, zoom):
+            command.autocomplete("layer")(layer_choices)
+        for command in (dream, zoom, layers, visualize, mix, path, letters):
+            command.autocomplete("network")(network_choices)
+        for command in (visualize, path):
+            command.autocomplete("what")(class_choices)
+        letters.autocomplete("fill")(class_choices)
 
         @tree.command(name="queue", description="your dreams: position, estimate, progress")
         async def queue(interaction: discord.Interaction) -> None:
             await interaction.response.send_message(await adapter.queue_text(interaction.user.id), ephemeral=True)
 
         @tree.command(name="cancel", description="cancel your latest dream (or one by its id)")
+        @app_commands.describe(job="the dream's id, as shown in its message (default: your latest)")
         async def cancel(interaction: discord.Interaction, job: str | None = None) -> None:
             await interaction.response.send_message(await adapter.cancel_text(interaction, job), ephemeral=True)
 
         @tree.command(name="help", description="how to ask DreamBot for dreams")
         async def help_command(interaction: discord.Interaction) -> None:
-            await interaction.response.send_message(help_text()[:2000], ephemeral=True)
+            await interaction.response.send_message(discord_help(), ephemeral=True)
 
         settings = app_commands.Group(
             name="dreambot",
             description="server settings for DreamBot (Manage Server only)",
-            default_permissions=discord.Permissions(manage_guild=True),
+            default_permissions=discord.Permissions(manage_guild=True),  # Discord hides it from everyone else
             guild_only=True,
+            allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=False, private_channel=False),
         )
 
         @settings.command(name="settings", description="where daily dreams go, who sees results, which networks")
@@ -310,13 +441,33 @@ class DiscordAdapter:
 
         @tree.error
         async def on_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-            message = (
-                "You need the Manage Server permission for that."
-                if isinstance(error, app_commands.MissingPermissions)
-                else "Something went wrong on my side; please try again in a moment."
-            )
-            log.exception("command failed", exc_info=error)
-            await adapter.tell(interaction, message)
+            if isinstance(error, app_commands.CheckFailure):
+                message = "You need the Manage Server permission for that."
+            else:
+                log.error(
+                    "Discord: /%s failed", interaction.command.name if interaction.command else "?", exc_info=error
+                )
+                message = "Something went wrong on my side; please try again in a moment."
+            with contextlib.suppress(discord.HTTPException):
+                await adapter.tell(interaction, message)
+
+    def _options_for_server(self, options: dict[str, Any], guild: GuildSettings) -> dict[str, Any]:
+        """The server's network rule: a network it does not allow is refused; none named: the first it allows."""
+        allowed = guild.networks
+        if not allowed:
+            return options
+        network = options.get("network")
+        if not network:
+            network = DEFAULT_NETWORK if DEFAULT_NETWORK in allowed else allowed[0]
+            return {**options, "network": network}
+        if network.strip().lower() not in {name.lower() for name in allowed}:
+            raise OptionError(f"This server allows these networks: {', '.join(allowed)}. Pick one of them.")
+        return options
+
+    def _server_settings(self, guild_id: int | None) -> tuple[GuildSettings, bool]:
+        """The server's settings and whether results are public (never in DMs: those stay private)."""
+        guild = self.store.guild(guild_id)
+        return guild, guild_id is not None and guild.public_results
 
     async def ask(
         self,
@@ -326,87 +477,98 @@ class DiscordAdapter:
         options: dict[str, Any],
         image: discord.Attachment | None = None,
     ) -> None:
-        """A slash command's request: acknowledge at once, check, queue, and show where it stands."""
-        guild = self.store.guild(interaction.guild_id)
-        response = await interaction.response.defer(thinking=True, ephemeral=not guild.public_results)
+        """A slash command's request: acknowledge at once, check, queue; the listener shows where it stands."""
+        guild, public = self._server_settings(interaction.guild_id)
+        response = await interaction.response.defer(
+            thinking=True, ephemeral=interaction.guild_id is not None and not public
+        )
         try:
-            command = build_command(mode, subject, options)
-            self._check_network(command.options.get("network"), guild)
+            command = build_command(mode, subject, self._options_for_server(options, guild))
             data = await self._download(image) if image is not None else None
-            address = {
-                "application_id": interaction.application_id,
-                "token": interaction.token,
-                "token_expires": time.time() + TOKEN_LIFETIME - TOKEN_MARGIN,
-                "message_id": getattr(response, "message_id", None),
-                "channel_id": interaction.channel_id,
-                "guild_id": interaction.guild_id,
-                "user_id": interaction.user.id,
-                "public": guild.public_results,
-            }
-            view = await self.submit(command, interaction.user, address, data)
+            address = await self._interaction_address(interaction, response, public)
+            await self.submit(command, interaction.user, address, data)
         except (OptionError, MediaError, QueueError) as error:
-            await interaction.edit_original_response(content=f"⚠️ {error}")
-            return
-        await self._edit_progress(view, force=True)
+            await interaction.edit_original_response(content=f"⚠️ {error}"[:2000])
+
+    async def _interaction_address(
+        self, interaction: discord.Interaction, response: Any, public: bool
+    ) -> dict[str, Any]:
+        """Where the answer to a deferred interaction goes: its message, by token while the token lasts."""
+        message_id = getattr(response, "message_id", None) or (await interaction.original_response()).id
+        return {
+            "application_id": interaction.application_id,
+            "token": interaction.token,
+            "token_expires": time.time() + TOKEN_LIFETIME - TOKEN_MARGIN,
+            "message_id": message_id,
+            "channel_id": interaction.channel_id,
+            "guild_id": interaction.guild_id,
+            "user_id": interaction.user.id,
+            "public": public,
+            "upload_limit": interaction.filesize_limit,
+        }
 
     async def on_message(self, message: discord.Message) -> None:
         """A mention (or a DM) with an image, or a reply to one: the same grammar as everywhere."""
         me = self.client.user
         if message.author.bot or me is None:
+            return  # the bot's own posts included
+        if message.guild is not None and me not in message.mentions:
             return
-        direct = message.guild is None
-        if not direct and me not in message.mentions:
-            return
+        try:
+            await self._ask_by_message(message, me)
+        except discord.HTTPException as error:  # e.g. no permission to post in that channel
+            log.warning("Discord: could not answer message %s in channel %s: %s", message.id, message.channel.id, error)
+
+    async def _ask_by_message(self, message: discord.Message, me: discord.ClientUser) -> None:
         image = image_of(message)
         if image is None and message.reference is not None and message.reference.message_id:
-            with contextlib.suppress(discord.HTTPException):
-                replied = message.reference.resolved or await message.channel.fetch_message(
-                    message.reference.message_id
-                )
-                image = image_of(replied) if isinstance(replied, discord.Message) else None
+            replied = message.reference.resolved
+            if not isinstance(replied, discord.Message):
+                with contextlib.suppress(discord.HTTPException):
+                    replied = await message.channel.fetch_message(message.reference.message_id)
+            image = image_of(replied) if isinstance(replied, discord.Message) else None
         text = re.sub(rf"<@!?{me.id}>", " ", message.content)
-        guild = self.store.guild(message.guild.id if message.guild else None)
+        guild, public = self._server_settings(message.guild.id if message.guild else None)
         try:
-            command = parse_command(text, has_image=image is not None)
-            self._check_network(command.options.get("network"), guild)
+            parsed = parse_command(text, has_image=image is not None)
+            options = self._options_for_server(dict(parsed.options), guild)
+            command = build_command(parsed.mode, parsed.subject, options)
             data = await self._download(image) if image is not None else None
-            reply = await message.reply("Got it: queued…", mention_author=False)
-            address = {
-                "channel_id": message.channel.id,
-                "guild_id": message.guild.id if message.guild else None,
-                "user_id": message.author.id,
-                "reply_to": message.id,
-                "status_message_id": reply.id,
-                "public": True,
-            }
-            view = await self.submit(command, message.author, address, data)
-        except (OptionError, MediaError, QueueError) as error:
-            await message.reply(f"⚠️ {error}", mention_author=False)
+        except (OptionError, MediaError) as error:
+            await message.reply(f"⚠️ {error}"[:2000], mention_author=False)
             return
-        await self._edit_progress(view, force=True)
+        # The reply is the job's status message: edited while it waits and dreams, removed when the answer comes.
+        reply = await message.reply("Got it: queueing…", mention_author=False)
+        address = {
+            "channel_id": message.channel.id,
+            "guild_id": message.guild.id if message.guild else None,
+            "user_id": message.author.id,
+            "reply_to": message.id,
+            "status_message_id": reply.id,
+            "public": public,
+            "upload_limit": message.guild.filesize_limit if message.guild else DESTINATION_LIMITS[PLATFORM],
+        }
+        try:
+            await self.submit(command, message.author, address, data)
+        except (OptionError, MediaError, QueueError) as error:
+            await reply.edit(content=f"⚠️ {error}"[:2000])
 
     async def submit(
-        self, command: Any, user: discord.abc.User, address: dict[str, Any], image: bytes | None
+        self, command: Command, user: discord.abc.User, address: dict[str, Any], image: bytes | None
     ) -> JobView:
-        admin = bool(getattr(getattr(user, "guild_permissions", None), "manage_guild", False))
-        requester = Requester(PLATFORM, str(user.id), user.display_name, admin=admin)
+        requester = Requester(PLATFORM, str(user.id), user.display_name, admin=is_admin(user))
         return await self.service.submit(DreamRequest(command, requester, Destination(PLATFORM, address), image=image))
 
-    async def _download(self, attachment: discord.Attachment | Any) -> bytes:
+    async def _download(self, attachment: discord.Attachment) -> bytes:
         limit = self.service.media_limits.max_bytes
-        if isinstance(attachment, discord.Attachment):
-            if attachment.size > limit:
-                raise MediaError(
-                    f"That file is {attachment.size / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB. "
-                    "Send a smaller photo."
-                )
+        if attachment.size > limit:
+            raise MediaError(
+                f"That file is {file_size(attachment.size)}; the limit is {file_size(limit)}. Send a smaller photo."
+            )
+        try:
             return await attachment.read()
-        raise MediaError("I could not fetch that image; attach it to your message instead.")
-
-    def _check_network(self, network: str | None, guild: GuildSettings) -> None:
-        allowed = [n.strip() for n in guild.allowed_networks.split(",") if n.strip()]
-        if allowed and (network or "lite0") not in allowed:
-            raise OptionError(f"This server allows these networks: {', '.join(allowed)}.")
+        except discord.HTTPException as error:
+            raise MediaError("I could not fetch that image from Discord; please attach it again.") from error
 
     async def tell(self, interaction: discord.Interaction, message: str) -> None:
         if interaction.response.is_done():
@@ -426,11 +588,10 @@ class DiscordAdapter:
         if job_id is None:
             active = [j for j in await self.service.queue.jobs_of(user, limit=10) if not j.finished]
             if not active:
-                return "You have nothing queued or dreaming."
+                return "You have nothing queued or dreaming. `/queue` lists your dreams."
             job_id = active[0].id
-        admin = bool(getattr(getattr(interaction.user, "guild_permissions", None), "manage_guild", False))
         try:
-            view = await self.service.cancel(job_id, by_user=user, admin=admin)
+            view = await self.service.cancel(job_id.strip().strip("`"), by_user=user, admin=is_admin(interaction.user))
         except QueueError as error:
             return str(error)
         return f"Cancelled `{view.id}`." if view.state == "cancelled" else f"`{view.id}` stops at its next step."
@@ -447,9 +608,11 @@ class DiscordAdapter:
         current = self.store.guild(interaction.guild_id)
         if networks is not None:
             known = {spec.name for spec in list_networks()}
-            unknown = [n for n in (n.strip() for n in networks.split(",")) if n and n not in known]
+            names = [n.strip() for n in networks.split(",") if n.strip()]
+            unknown = [n for n in names if n not in known]
             if unknown:
                 return f"Unknown network {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+            networks = ",".join(names)
         updated = GuildSettings(
             channel.id if channel is not None else current.dream_channel_id,
             public if public is not None else current.public_results,
@@ -465,76 +628,157 @@ class DiscordAdapter:
     # ------------------------------------------------------------------ ways out
 
     async def on_job(self, view: JobView) -> None:
-        """The service's news about one of our jobs: progress edits while it waits and dreams, then the answer."""
+        """The service's news about one of our jobs. Returns at once: edits and posts run beside the listener."""
+        if self._closed or not self._logged_in:
+            return  # not connected: on_ready's deliver_missed posts what finished meanwhile
         if view.finished:
-            await self._deliver(view)
-        else:
-            await self._edit_progress(view)
+            task = asyncio.ensure_future(self._deliver_logged(view))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        elif view.id not in self._finishing and view.id not in self._unreachable:
+            self._latest[view.id] = view
+            editor = self._editors.get(view.id)
+            if editor is None or editor.done():
+                self._editors[view.id] = asyncio.ensure_future(self._show_progress(view.id))
 
-    async def _edit_progress(self, view: JobView, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_edit.get(view.id, 0.0) < PROGRESS_EVERY:
-            return
-        lock = self._locks.setdefault(view.id, asyncio.Lock())
-        if lock.locked():
-            return  # an edit is on its way; progress never queues up behind itself or a result
-        async with lock:
-            self._last_edit[view.id] = now
-            preview = self.service.previews.get(view.id) if view.state == "running" else None
+    async def _show_progress(self, job_id: str) -> None:
+        """Edits the job's message with its newest state, at most every ``progress_every`` seconds."""
+        while (view := self._latest.pop(job_id, None)) is not None:
+            wait = self._next_edit.get(job_id, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                view = self._latest.pop(job_id, view)  # the newest that arrived meanwhile
+            if job_id in self._finishing or self._closed:
+                return
+            if view.state == "queued" and view.position is None:
+                with contextlib.suppress(QueueError):
+                    view = await self.service.view(job_id)  # with its place in line
+                if view.finished:
+                    return
+            self._next_edit[job_id] = time.monotonic() + self.progress_every
+            preview = self.service.previews.get(job_id) if view.state == "running" else None
             files = [discord.File(io.BytesIO(preview), "preview.jpg")] if preview else []
-            with contextlib.suppress(discord.HTTPException):
+            self._on_the_wire.add(job_id)
+            try:
                 await self._edit_status(view.destination, describe_view(view), files)
+            except discord.HTTPException as error:  # progress is best effort; the answer is what counts
+                log.debug("Discord: progress edit of %s failed: %s", job_id, error)
+                if token_gone(error):
+                    self._unreachable.add(job_id)  # no use trying every few seconds; the answer is posted anew
+            finally:
+                self._on_the_wire.discard(job_id)
+
+    async def _stop_progress(self, job_id: str) -> None:
+        """No progress edit may land after the answer: pending ones are dropped, one on the wire gets a moment."""
+        self._finishing.add(job_id)
+        self._latest.pop(job_id, None)
+        self._next_edit.pop(job_id, None)
+        editor = self._editors.pop(job_id, None)
+        if editor is None or editor.done():
+            return
+        if job_id in self._on_the_wire:
+            await asyncio.wait({editor}, timeout=EDIT_GRACE)
+        editor.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await editor
 
     async def _edit_status(self, address: dict[str, Any], text: str, files: list[discord.File]) -> None:
+        extra: dict[str, Any] = {"attachments": files} if files else {}
         if address.get("token") and time.time() < address.get("token_expires", 0):
             webhook = discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
-            await webhook.edit_message(address["message_id"], content=text, attachments=files)
+            await webhook.edit_message(address["message_id"], content=text, **extra)
         elif address.get("status_message_id"):
             channel = self.client.get_partial_messageable(address["channel_id"])
-            await channel.get_partial_message(address["status_message_id"]).edit(content=text, attachments=files)
+            await channel.get_partial_message(address["status_message_id"]).edit(content=text, **extra)
+
+    async def _deliver_logged(self, view: JobView) -> None:
+        try:
+            await self._deliver(view)
+        except Exception:
+            log.exception("Discord: could not post the answer of job %s", view.id)
 
     async def _deliver(self, view: JobView) -> None:
         if not self.store.claim_delivery(view.id):
             return  # posted already (before a restart, or by another event)
-        lock = self._locks.setdefault(view.id, asyncio.Lock())
-        async with lock:  # waits for an edit in flight: results are never starved by progress
-            try:
-                message = await self._post_answer(view)
-            except Exception:
-                self.store.forget_delivery(view.id)  # try again at the next start
-                raise
-            if message is not None:
-                self.store.record_result(message.id, message.channel.id, view.id, view.destination.get("user_id", 0))
-        self._locks.pop(view.id, None)
-        self._last_edit.pop(view.id, None)
+        try:
+            await self._stop_progress(view.id)
+            message = await self._post_answer(view)
+        except discord.HTTPException as error:
+            if 400 <= error.status < 500 and error.status != 429:
+                # Discord refuses it (no access to the channel any more, ...): trying again would not help.
+                log.warning("Discord: the answer of job %s was refused: %s", view.id, error)
+                return
+            self.store.forget_delivery(view.id)  # try again at the next start
+            raise
+        except BaseException:
+            self.store.forget_delivery(view.id)
+            raise
+        finally:
+            self._finishing.discard(view.id)
+            self._unreachable.discard(view.id)
+        if message is not None:
+            self.store.record_result(message.id, message.channel.id, view.id, view.destination.get("user_id", 0))
 
     async def _post_answer(self, view: JobView) -> discord.Message | None:
+        """The result (or the failure) where the request came from; returns the message that holds a result."""
         address = view.destination
         if view.state != "done" or view.result is None:
-            text = f"⚠️ {view.error}" if view.state == "failed" else "Cancelled."
-            await self._edit_status(address, text, [])
+            what = f"{view.mode} {view.subject}".strip()
+            if view.state == "failed":
+                text = f"⚠️ `{view.id}` {what}: {view.error}"
+            else:
+                text = f"✖️ `{view.id}` {what}: cancelled."
+            if await self._answer_in_place(address, content=text[:2000], attachments=[], view=None):
+                return None
+            await self._post_new(address, text, None, None)
             return None
-        data = self.service.store.get(view.result["key"])
+        data = await asyncio.get_running_loop().run_in_executor(None, self.service.store.get, view.result["key"])
         extension = view.result["key"].rsplit(".", 1)[-1]
-        limit = DESTINATION_LIMITS[PLATFORM]
-        data, extension = fit_result(data, extension, limit)
-        caption = f"{view.result['caption']} · `{view.id}`"
+        limit = int(address.get("upload_limit") or DESTINATION_LIMITS[PLATFORM])
+        data, extension = await asyncio.get_running_loop().run_in_executor(None, fit_result, data, extension, limit)
+        caption = f"{view.result['caption']} · `{view.id}`"[:1900]
+        name = f"dream.{extension}"
         buttons = result_buttons(view.id, view.mode)
-        file = discord.File(io.BytesIO(data), f"dream.{extension}")
-        if address.get("token") and time.time() < address.get("token_expires", 0):
-            webhook = discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
-            return await webhook.edit_message(address["message_id"], content=caption, attachments=[file], view=buttons)
-        # The interaction token has expired (or this was a mention): a new message in the channel, with a mention.
+        file = discord.File(io.BytesIO(data), name)
+        message = await self._answer_in_place(address, content=caption, attachments=[file], view=buttons)
+        if message is not None:
+            return message
+        return await self._post_new(address, caption, discord.File(io.BytesIO(data), name), buttons)
+
+    async def _answer_in_place(self, address: dict[str, Any], **fields: Any) -> discord.Message | None:
+        """Replace the interaction's message while its token lasts; None when it cannot (mention, expired)."""
+        if not address.get("token") or time.time() >= address.get("token_expires", 0):
+            return None
+        webhook = discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
+        try:
+            return await webhook.edit_message(address["message_id"], **fields)
+        except discord.HTTPException as error:
+            if token_gone(error):
+                return None  # the token expired (or the message was dismissed): post anew
+            raise
+
+    async def _post_new(
+        self, address: dict[str, Any], text: str, file: discord.File | None, buttons: discord.ui.View | None
+    ) -> discord.Message:
+        """A new message with a mention: in the channel, or in the requester's DMs for a private result."""
+        user_id = address.get("user_id")
+        extra: dict[str, Any] = {"view": buttons} if buttons is not None else {}
+        if file is not None:
+            extra["file"] = file
+        if address.get("guild_id") and not address.get("public", True) and user_id:
+            dm = await self.client.create_dm(discord.Object(user_id))
+            return await dm.send(text[:2000], **extra)
         channel = self.client.get_partial_messageable(address["channel_id"])
-        mention = f"<@{address['user_id']}> " if address.get("user_id") else ""
-        reference = (
-            discord.MessageReference(
+        mention = f"<@{user_id}> " if user_id else ""
+        if address.get("reply_to"):
+            extra["reference"] = discord.MessageReference(
                 message_id=address["reply_to"], channel_id=address["channel_id"], fail_if_not_exists=False
             )
-            if address.get("reply_to")
-            else None
+        message = await channel.send(
+            f"{mention}{text}"[:2000],
+            allowed_mentions=discord.AllowedMentions(users=[discord.Object(user_id)] if user_id else False),
+            **extra,
         )
-        message = await channel.send(f"{mention}{caption}", file=file, view=buttons, reference=reference)
         if address.get("status_message_id"):
             with contextlib.suppress(discord.HTTPException):
                 await channel.get_partial_message(address["status_message_id"]).delete()
@@ -543,57 +787,77 @@ class DiscordAdapter:
     # ------------------------------------------------------------------ buttons
 
     async def press(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
-        user = f"{PLATFORM}:{interaction.user.id}"
+        if action == "delete":
+            await self._delete_result(interaction, job_id)
+            return
+        guild, public = self._server_settings(interaction.guild_id)
+        response = await interaction.response.defer(
+            thinking=True, ephemeral=interaction.guild_id is not None and not public
+        )
         try:
             original = await self.service.request_of(job_id)
             view = await self.service.view(job_id)
-        except QueueError:
-            await self.tell(interaction, "That dream is no longer stored; start a new one with /dream.")
+            command = original.command
+            mode, image_key = command.mode, original.image_key
+            options = {k: v for k, v in command.options.items() if k != "seed"}
+            if action == "deeper" and view.result:
+                image_key = view.result["key"]  # dream the dream again
+            elif action == "reroll":
+                options["seed"] = random.randrange(2**31)
+            elif action == "zoom":
+                mode = Mode.ZOOM
+                options = {k: v for k, v in options.items() if k in ("preset", "network", "layer")}
+            elif action == "layer":
+                options["layer"] = another_layer(options.get("network"), options.get("layer"))
+            command = build_command(mode, command.subject, self._options_for_server(options, guild))
+            address = await self._interaction_address(interaction, response, public)
+            requester = Requester(
+                PLATFORM, str(interaction.user.id), interaction.user.display_name, is_admin(interaction.user)
+            )
+            await self.service.submit(
+                DreamRequest(command, requester, Destination(PLATFORM, address), image_key=image_key)
+            )
+        except QueueError as error:
+            gone = isinstance(error, LookupError)
+            text = "That dream is no longer stored; start a new one with /dream." if gone else str(error)
+            await interaction.edit_original_response(content=f"⚠️ {text}")
+        except (OptionError, MediaError) as error:
+            await interaction.edit_original_response(content=f"⚠️ {error}"[:2000])
+        except Exception:
+            log.exception("Discord: the %s button of job %s failed", action, job_id)
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.edit_original_response(
+                    content="Something went wrong on my side; please try again in a moment."
+                )
+
+    async def _delete_result(self, interaction: discord.Interaction, job_id: str) -> None:
+        owner = self.store.result_owner(interaction.message.id) if interaction.message else None
+        if owner is None:
+            with contextlib.suppress(QueueError):
+                owner = int((await self.service.request_of(job_id)).requester.user_id)
+        moderator = is_admin(interaction.user) or bool(
+            getattr(getattr(interaction.user, "guild_permissions", None), "manage_messages", False)
+        )
+        if interaction.user.id != owner and not moderator:
+            await interaction.response.send_message(
+                "Only the person who asked for this dream (or a moderator) can delete it.", ephemeral=True
+            )
             return
-        if action == "delete":
-            owner = original.requester.key == user
-            admin = bool(getattr(getattr(interaction.user, "guild_permissions", None), "manage_guild", False))
-            if not (owner or admin):
-                await self.tell(interaction, "Only the person who asked (or an admin) can delete this.")
-                return
-            await interaction.response.defer()
-            if interaction.message is not None:
-                await interaction.message.delete()
-            return
-        command = original.command
-        options = {k: v for k, v in command.options.items() if k != "seed"}
-        image_key = original.image_key
-        mode = command.mode
-        if action == "deeper" and view.result:
-            image_key = view.result["key"]  # dream the dream again
-        elif action == "reroll":
-            options["seed"] = random.randrange(2**31)
-        elif action == "zoom":
-            mode, options = Mode.ZOOM, {k: v for k, v in options.items() if k in ("preset", "network", "layer")}
-        elif action == "layer":
-            options["layer"] = another_layer(options.get("network"), options.get("layer"))
-        await interaction.response.defer(thinking=True)
-        response_message = await interaction.original_response()
-        address = {
-            "application_id": interaction.application_id,
-            "token": interaction.token,
-            "token_expires": time.time() + TOKEN_LIFETIME - TOKEN_MARGIN,
-            "message_id": response_message.id,
-            "channel_id": interaction.channel_id,
-            "guild_id": interaction.guild_id,
-            "user_id": interaction.user.id,
-            "public": True,
-        }
-        try:
-            command = build_command(mode, command.subject, options)
-            admin = bool(getattr(getattr(interaction.user, "guild_permissions", None), "manage_guild", False))
-            requester = Requester(PLATFORM, str(interaction.user.id), interaction.user.display_name, admin=admin)
-            request = DreamRequest(command, requester, Destination(PLATFORM, address), image_key=image_key)
-            new_view = await self.service.submit(request)
-        except (OptionError, MediaError, QueueError) as error:
-            await interaction.edit_original_response(content=f"⚠️ {error}")
-            return
-        await self._edit_progress(new_view, force=True)
+        await interaction.response.defer()
+        if interaction.message is not None and not interaction.message.flags.ephemeral:
+            await interaction.message.delete()  # the bot's own message: no Manage Messages needed
+        else:
+            await interaction.delete_original_response()  # an ephemeral one: only through the interaction
+
+
+def token_gone(error: discord.HTTPException) -> bool:
+    """Whether Discord says the interaction token (or its message) can no longer be used."""
+    return error.status == 401 or error.code in TOKEN_GONE_CODES
+
+
+def is_admin(user: discord.abc.User) -> bool:
+    """Manage Server in the server the request came from (none in DMs)."""
+    return bool(getattr(getattr(user, "guild_permissions", None), "manage_guild", False))
 
 
 class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID):
@@ -620,16 +884,19 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=CUSTOM_ID
 
 
 def result_buttons(job_id: str, mode: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    buttons = [("deeper", "Deeper", discord.ButtonStyle.primary)]
-    if mode in (Mode.DREAM.value,):
+    """Deeper, Another layer and Zoom for dreams of photos; Re-roll where a seed applies; Delete always."""
+    has_seed = any(o.name == "seed" for o in MODES[Mode(mode)].options)
+    buttons = []
+    if mode == Mode.DREAM.value:
         buttons += [
+            ("deeper", "Deeper", discord.ButtonStyle.primary),
             ("layer", "Another layer", discord.ButtonStyle.secondary),
             ("zoom", "Zoom", discord.ButtonStyle.secondary),
         ]
-    buttons += [("reroll", "Re-roll", discord.ButtonStyle.secondary), ("delete", "Delete", discord.ButtonStyle.danger)]
-    if mode not in (Mode.DREAM.value, Mode.ZOOM.value):
-        buttons = [b for b in buttons if b[0] != "deeper"]
+    if has_seed:
+        buttons.append(("reroll", "Re-roll", discord.ButtonStyle.secondary))
+    buttons.append(("delete", "Delete", discord.ButtonStyle.danger))
+    view = discord.ui.View(timeout=None)
     for action, label, style in buttons:
         view.add_item(ResultButton(action, job_id, label, style))
     return view
@@ -639,7 +906,7 @@ def another_layer(network: str | None, current: str | None) -> str:
     """A different layer from the middle of the network, where dreams are most varied."""
     names = [
         layer.name
-        for layer in layer_catalog(network or "lite0").layers
+        for layer in layer_catalog(network or DEFAULT_NETWORK).layers
         if layer.name.startswith(("block", "inception", "mixed", "conv"))
     ]
     choices = [name for name in names[len(names) // 4 :] if name != current] or names
@@ -647,13 +914,17 @@ def another_layer(network: str | None, current: str | None) -> str:
 
 
 def layer_suggestions(network: str | None, current: str) -> list[app_commands.Choice[str]]:
+    """Layers matching what is typed; in a mix (``block9+0.5*bl``) the last term is completed."""
     try:
-        layers = layer_catalog(network or "lite0").layers
+        layers = layer_catalog(network or DEFAULT_NETWORK).layers
     except Exception:
         return []
-    matching = [layer for layer in layers if current.lower() in layer.name]
+    cut = max(current.rfind("+"), current.rfind("*")) + 1
+    head, term = current[:cut], current[cut:].strip().lower()
+    matching = [layer for layer in layers if term in layer.name or any(term in alias for alias in layer.aliases)]
     return [
-        app_commands.Choice(name=f"{layer.name} ({layer.description})"[:100], value=layer.name) for layer in matching
+        app_commands.Choice(name=f"{head}{layer.name} ({layer.description})"[:100], value=f"{head}{layer.name}"[:100])
+        for layer in matching
     ][:25]
 
 
@@ -672,6 +943,22 @@ def image_of(message: discord.Message) -> discord.Attachment | None:
     return message.attachments[0] if message.attachments else None
 
 
+def discord_help() -> str:
+    """What /help answers: the commands, mentions, buttons, then the shared grammar."""
+    lines = [
+        "**DreamBot** dreams your photos (DeepDream) and draws pictures from nothing.",
+        "**Commands**: `/dream` a photo · `/zoom` an endless zoom · `/layers` what each layer does · "
+        "`/visualize` a class · `/mix` several classes · `/path` a class along a line · `/letters` text made of "
+        "things · `/queue` your dreams · `/cancel` your latest · `/help`. Admins: `/dreambot settings`.",
+        "**Mentions**: post a photo and mention me, e.g. `@DreamBot deeper layer=block10`, or reply to a message "
+        "with a photo and mention me. In DMs no mention is needed.",
+        "**Buttons** under a result: Deeper (dream it again), Another layer, Zoom, Re-roll (a new seed), Delete.",
+        "",
+        help_text(),
+    ]
+    return "\n".join(lines)[:2000]
+
+
 def describe_view(view: JobView) -> str:
     """One line a person understands: where the job is."""
     what = f"{view.mode} {view.subject}".strip()
@@ -680,7 +967,8 @@ def describe_view(view: JobView) -> str:
         eta = f", about {max(1, round((view.eta_seconds or 0) / 60))} min" if view.eta_seconds else ""
         return f"⏳ `{view.id}` {what}: queued, {ahead}{eta}."
     if view.state == "running":
-        return f"🌀 `{view.id}` {what}: dreaming {view.progress * 100:.0f}% ({view.progress_text})."
+        detail = f" ({view.progress_text})" if view.progress_text else ""
+        return f"🌀 `{view.id}` {what}: dreaming {view.progress * 100:.0f}%{detail}."
     if view.state == "done":
         return f"✅ `{view.id}` {what}: done."
     if view.state == "failed":
