@@ -118,7 +118,10 @@ def _check_layer(value: str, options: Mapping[str, Any]) -> None:
     try:
         check_layers_exist(value, layer_catalog(options.get("network") or "lite0"))
     except DreamError as error:
-        raise OptionError(str(error)) from None
+        # dreamcore's hint names its command line; here people pick layers from pictures or a list.
+        cli_hint = r" Run `dreamcore layers [^`]*` to see all (\d+) layers\."
+        message = re.sub(cli_hint, r" (\1 layers in all.)", str(error))
+        raise OptionError(message) from None
 
 
 # Words that pick a preset without "preset=": "#deepdream deeper" reads better than "preset=deep".
