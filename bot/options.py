@@ -120,7 +120,7 @@ def _check_layer(value: str, options: Mapping[str, Any]) -> None:
     except DreamError as error:
         # dreamcore's hint names its command line; here people pick layers from pictures or a list.
         cli_hint = r" Run `dreamcore layers [^`]*` to see all (\d+) layers\."
-        message = re.sub(cli_hint, r" (\1 layers in all.)", str(error))
+        message = re.sub(cli_hint, r" The layer pictures show all \1.", str(error))
         raise OptionError(message) from None
 
 
