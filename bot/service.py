@@ -171,8 +171,7 @@ class DreamService:
             job = await self.queue.get(job)
         position = eta = None
         if job.state == JobState.QUEUED:
-            position = await self.queue.position(job.id)
-            eta = await self.queue.estimate(job.id)
+            position, eta = await self.queue.place(job.id)
             if self.worker.current is not None:
                 eta = (eta or 0.0) + self._remaining_of_current()
         return self._view_of(job, position, eta)

@@ -158,7 +158,8 @@ class Worker:
         else:
             seconds = time.monotonic() - started
             self.dream_seconds.append(seconds)
-            key = self.store.put(rendered.data, rendered.extension)
+            # Written on the dreaming thread: a file write can take a millisecond the event loop should not wait.
+            key = await loop.run_in_executor(self.executor, self.store.put, rendered.data, rendered.extension)
             result = {
                 "key": key,
                 "width": rendered.width,

@@ -1,8 +1,13 @@
 """The persistent fair job queue, on real SQLite files."""
 
 import asyncio
+import heapq
 import random
-from collections.abc import AsyncIterator
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -450,3 +455,251 @@ async def test_listings_are_newest_first(queue: JobQueue, clock: Clock) -> None:
     done = await queue.recent(limit=3)
     assert len(done) == 3
     assert [job.finished_at for job in done] == sorted((job.finished_at for job in done), reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Positions in closed form, checked against a step-by-step simulation of claim() (the oracle below).
+
+
+def _fair_order(rows: Iterable[tuple[str, str, int]], turns: dict[str, int]) -> list[str]:
+    """Job ids of one priority class in the order claim() hands them out if nothing new arrives, by simulating it.
+
+    ``rows`` are (job id, user, seq) of the queued jobs, ``turns`` maps user -> served_order for this class. The next
+    job goes to the user served least recently (never served first, then by oldest waiting job); that user is then
+    the most recently served.
+    """
+    per_user: dict[str, list[tuple[int, str]]] = {}
+    for job_id, user, seq in rows:
+        per_user.setdefault(user, []).append((seq, job_id))
+    heap: list[tuple[tuple[int, int], str]] = []
+    for user, jobs in per_user.items():
+        jobs.sort(reverse=True)  # pop() from the end gives the oldest
+        heap.append(((turns.get(user) or 0, jobs[-1][0]), user))
+    heapq.heapify(heap)
+    next_order = max(turns.values(), default=0) + 1
+    order: list[str] = []
+    while heap:
+        _, user = heapq.heappop(heap)
+        jobs = per_user[user]
+        order.append(jobs.pop()[1])
+        if jobs:
+            heapq.heappush(heap, ((next_order, jobs[-1][0]), user))
+            next_order += 1
+    return order
+
+
+def simulated_order(path: Path) -> list[str]:
+    """Every queued job id, in the order claim() will serve them, simulated from the file's rows."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT id, user, seq, priority FROM jobs WHERE state = 'queued'").fetchall()
+        turns = db.execute("SELECT user, priority, served_order FROM turns").fetchall()
+    order = []
+    for priority in sorted({row[3] for row in rows}):
+        in_class = [(job_id, user, seq) for job_id, user, seq, p in rows if p == priority]
+        order += _fair_order(in_class, {user: served for user, p, served in turns if p == priority})
+    return order
+
+
+def assert_waiting_summary_is_exact(path: Path) -> None:
+    """The per-(class, user) summary the triggers keep equals a count made from scratch."""
+    with sqlite3.connect(path) as db:
+        kept = db.execute("SELECT priority, user, queued, first_seq FROM waiting ORDER BY 1, 2").fetchall()
+        counted = db.execute(
+            "SELECT priority, user, COUNT(*), MIN(seq) FROM jobs WHERE state = 'queued' GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    assert kept == counted
+
+
+async def random_history(q: JobQueue, rng: random.Random, clock: Clock, steps: int) -> None:
+    """Submissions, claims, and every way a job leaves or re-enters the queue, in random order."""
+    users = [f"u{n}" for n in range(rng.randint(1, 7))]
+    running = []
+    for _ in range(steps):
+        clock.now += rng.random()
+        roll = rng.random()
+        if roll < 0.5:
+            await q.submit("{}", user=rng.choice(users), priority=Priority(rng.choice([0, 0, 0, 1, 2])))
+        elif roll < 0.7:
+            if (job := await q.claim()) is not None:
+                running.append(job)
+        elif roll < 0.9 and running:
+            job = running.pop(rng.randrange(len(running)))
+            outcome = rng.choice(["finish", "fail", "retry", "release", "cancel"])
+            if outcome == "finish":
+                await q.finish(job.id, "{}")
+            elif outcome == "fail":
+                await q.fail(job.id, "no")
+            elif outcome == "retry":
+                await q.retry(job.id, "crash")
+            elif outcome == "release":
+                await q.release(job.id)
+            else:
+                await q.cancel(job.id)
+                await q.mark_cancelled(job.id)
+        else:
+            waiting = await q.all_jobs([JobState.QUEUED])
+            if waiting:
+                await q.cancel(rng.choice(waiting).id)
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_closed_form_positions_match_the_simulated_order_on_random_queues(path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    clock = Clock()
+    async with await JobQueue.open(path, QueueLimits(per_user=1000, max_attempts=3), clock=clock) as q:
+        for _ in range(4):
+            await random_history(q, rng, clock, steps=rng.randint(5, 60))
+            assert_waiting_summary_is_exact(path)
+            expected = simulated_order(path)
+            positions = {job_id: await q.position(job_id) for job_id in expected}
+            assert positions == {job_id: n for n, job_id in enumerate(expected)}
+        assert await claim_ids(q) == expected
+        assert_waiting_summary_is_exact(path)
+
+
+async def claim_ids(q: JobQueue) -> list[str]:
+    order = []
+    while (job := await q.claim()) is not None:
+        order.append(job.id)
+    return order
+
+
+async def test_place_gives_position_and_estimate_in_one_call(queue: JobQueue, clock: Clock) -> None:
+    warm_up = await queue.submit("{}", user="w")
+    await queue.claim()
+    clock.now += 12
+    await queue.finish(warm_up.id, "{}")  # the average is now 12 s
+    first = await queue.submit("{}", user="a")
+    second = await queue.submit("{}", user="a")
+    other = await queue.submit("{}", user="b")
+    assert await queue.place(first.id) == (0, 0.0)
+    assert await queue.place(other.id) == (1, 12.0)  # b takes a turn before a's second job
+    assert await queue.place(second.id) == (2, 24.0)
+    for job in (first, second, other):
+        position, estimate = await queue.place(job.id)
+        assert (position, estimate) == (await queue.position(job.id), await queue.estimate(job.id))
+    await queue.claim()
+    assert await queue.place(first.id) == (None, None)  # running
+    assert await queue.place(warm_up.id) == (None, None)  # finished
+    with pytest.raises(JobNotFound):
+        await queue.place("no-such-job")
+
+
+async def test_positions_count_the_classes_above(queue: JobQueue) -> None:
+    bulk = await queue.submit("{}", user="a", priority=Priority.BULK)
+    scheduled = [await queue.submit("{}", user=f"s{n}", priority=Priority.SCHEDULED) for n in range(3)]
+    chats = [await queue.submit("{}", user="c") for _ in range(2)]
+    assert [await queue.position(job.id) for job in chats] == [0, 1]
+    assert [await queue.position(job.id) for job in scheduled] == [2, 3, 4]
+    assert await queue.position(bulk.id) == 5
+
+
+async def test_release_puts_a_running_job_back_without_counting_the_attempt(queue: JobQueue) -> None:
+    first = await queue.submit("first", user="a")
+    await queue.submit("second", user="a")
+    await queue.submit("other", user="b")
+    assert (await queue.claim()).id == first.id
+    released = await queue.release(first.id)
+    assert (released.state, released.attempts, released.started_at, released.progress) == (JobState.QUEUED, 0, None, 0)
+    assert await queue.position(first.id) == 1  # a was just served, so b goes first; then a's oldest job again
+    assert await claim_all(queue) == ["other", "first", "second"]
+
+    stopping = await queue.submit("stopping", user="c")
+    await queue.claim()
+    await queue.cancel(stopping.id)  # asked to stop, then the service shut down
+    assert (await queue.release(stopping.id)).state is JobState.CANCELLED
+    assert (await queue.release(stopping.id)).state is JobState.CANCELLED  # not running: returned as it is
+
+
+async def test_a_file_without_the_waiting_summary_gets_one_at_open(path: Path) -> None:
+    async with await JobQueue.open(path, ROOMY) as q:
+        for name in ("A1", "A2", "B1", "C1", "C2"):
+            await q.submit(name, user=name[0])
+        assert (await q.claim()).payload == "A1"
+    with sqlite3.connect(path) as db:  # what a file written before the summary existed looks like
+        for trigger in ("waiting_on_insert", "waiting_on_enter", "waiting_on_leave", "waiting_on_delete"):
+            db.execute(f"DROP TRIGGER {trigger}")
+        db.execute("DROP TABLE waiting")
+        db.execute("PRAGMA user_version = 1")
+    async with await JobQueue.open(path, ROOMY) as q:
+        assert_waiting_summary_is_exact(path)
+        assert await claim_all(q) == ["B1", "C1", "A2", "C2"]
+
+
+async def test_operations_called_together_keep_their_order_and_their_own_outcomes(path: Path) -> None:
+    async with await JobQueue.open(path, QueueLimits(per_user=3)) as q:
+        outcomes = await asyncio.gather(
+            *(q.submit(f"{n}", user="a") for n in range(8)),
+            q.submit("b", user="b"),
+            q.get("no-such-job"),
+            return_exceptions=True,
+        )
+        assert [o.payload for o in outcomes[:3]] == ["0", "1", "2"]
+        assert all(isinstance(o, QueueRefused) and o.reason == "user_limit" for o in outcomes[3:8])
+        assert outcomes[8].payload == "b"
+        assert isinstance(outcomes[9], JobNotFound)
+        # A refused submission undid only itself.
+        assert sorted(job.payload for job in await q.all_jobs()) == ["0", "1", "2", "b"]
+        assert_waiting_summary_is_exact(path)
+
+
+async def test_a_claim_whose_caller_gave_up_leaves_the_job_queued(queue: JobQueue) -> None:
+    job = await queue.submit("{}", user="a")
+    # Hold the queue's thread so the claim waits for it; then give up on the claim.
+    gate = threading.Event()
+    queue._executor.submit(gate.wait)
+    claim = asyncio.create_task(queue.claim())
+    await asyncio.sleep(0.05)
+    claim.cancel()
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await claim
+    assert (await queue.get(job.id)).state is JobState.QUEUED
+
+    # Given up while the claim runs: it is rolled back rather than committed with nobody to run the job.
+    started, proceed = threading.Event(), threading.Event()
+
+    def slow_claim(db: sqlite3.Connection, now: float) -> object:
+        claimed = queue._claim(db, now)
+        started.set()
+        proceed.wait(10)
+        return claimed
+
+    claim = asyncio.create_task(queue._write(slow_claim, 1000.0))
+    assert await asyncio.to_thread(started.wait, 10)
+    claim.cancel()
+    await asyncio.sleep(0)
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await claim
+    assert (await queue.get(job.id)).state is JobState.QUEUED
+    assert (await queue.claim()).id == job.id
+
+
+async def test_close_ends_the_queues_thread(path: Path) -> None:
+    before = set(threading.enumerate())
+    q = await JobQueue.open(path)
+    [thread] = set(threading.enumerate()) - before
+    await q.submit("{}", user="a")
+    await q.close()
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive()
+    await q.close()  # twice is fine
+    with pytest.raises(RuntimeError, match="closed"):
+        await q.get("anything")
+
+
+async def test_a_queue_left_open_does_not_keep_the_process_alive(path: Path) -> None:
+    script = (
+        "import asyncio\n"
+        "from bot.jobqueue import JobQueue\n"
+        "async def main():\n"
+        f"    q = await JobQueue.open({str(path)!r})\n"
+        "    await q.submit('{}', user='a')\n"
+        "    print('submitted')\n"
+        "asyncio.run(main())\n"
+    )
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "submitted"), done.stderr

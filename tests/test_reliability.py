@@ -282,11 +282,6 @@ class Holding(NullEngine):
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(
-    strict=True,
-    reason="a clean stop leaves the job running with its attempt counted, so recover() treats the restart like a "
-    "crash: with max_attempts = 1 the dream is dropped instead of continuing",
-)
 async def test_a_clean_stop_is_not_counted_as_a_crash(tmp_path: Path) -> None:
     config = Config(data_dir=tmp_path / "data", queue=QueueConfig(max_attempts=1, cooldown_seconds=0))
     engine = Holding()
