@@ -131,12 +131,16 @@ class Worker:
             preview = _preview_jpeg(image) if image is not None else None
             loop.call_soon_threadsafe(self._progress, Progress(job.id, fraction, text, preview), stop)
 
-        try:
+        def dream_and_store() -> tuple[Rendered, str]:
+            # All on the dreaming thread: decoding the photo and writing the result take milliseconds
+            # that the event loop should spend on other people.
             request = DreamRequest.from_json(job.payload)
             image = load_image(self.store.get(request.image_key)) if request.image_key else None
-            rendered: Rendered = await loop.run_in_executor(
-                self.executor, self.engine.render, request.command, image, report, should_stop
-            )
+            rendered = self.engine.render(request.command, image, report, should_stop)
+            return rendered, self.store.put(rendered.data, rendered.extension)
+
+        try:
+            rendered, key = await loop.run_in_executor(self.executor, dream_and_store)
         except Cancelled:
             if self._closing:
                 # Shutting down is not the job's fault: it waits in the queue for the next start.
@@ -158,8 +162,6 @@ class Worker:
         else:
             seconds = time.monotonic() - started
             self.dream_seconds.append(seconds)
-            # Written on the dreaming thread: a file write can take a millisecond the event loop should not wait.
-            key = await loop.run_in_executor(self.executor, self.store.put, rendered.data, rendered.extension)
             result = {
                 "key": key,
                 "width": rendered.width,
