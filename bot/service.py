@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.engine import DreamcoreEngine, Engine
-from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueLimits
+from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueError, QueueLimits
 from bot.media import MediaLimits, ingest
 from bot.requests import DreamRequest
 from bot.store import FileStore
@@ -83,10 +83,11 @@ class DreamService:
         self.previews: dict[str, bytes] = {}  # job id -> latest preview, while it runs
         self._subscribers: dict[str, set[asyncio.Queue[JobView]]] = {}
         self._listeners: list[ListenerInbox] = []
-        self._finished_ids: OrderedDict[str, None] = OrderedDict()  # recently finished jobs, oldest first
+        self._states: OrderedDict[str, str] = OrderedDict()  # job id -> its newest state published
         self._tasks: list[asyncio.Task] = []
         self.loop_lag = LoopLagMonitor()
         self.started_at = time.time()
+        self._positions_published = 0.0
         self.recovered: list[Job] = []  # jobs a crash left running: re-queued, or failed at max attempts
 
     # ------------------------------------------------------------------ life cycle
@@ -145,9 +146,12 @@ class DreamService:
             exempt=request.requester.admin or priority is Priority.SCHEDULED,
         )
         # Published before anything else can run: listeners hear "queued" before the worker's "running".
-        self._publish(self._view_of(job))
+        self._publish(self._view_of(job), transition=True)
         self.worker.notify()
-        return await self.view(job)
+        view = await self.view(job)
+        if view.state == JobState.QUEUED.value:
+            self._publish(view)  # now with its place in line, unless the worker has already started it
+        return view
 
     def _store_input(self, data: bytes) -> str:
         """Decode and normalise once (upright, RGB, working size, no EXIF); the worker reads this copy."""
@@ -159,7 +163,7 @@ class DreamService:
         if job.cancel_requested and job.state == JobState.RUNNING:
             self.worker.cancel_current(job_id)
         view = await self.view(job)
-        self._publish(view)
+        self._publish(view, transition=True)
         return view
 
     async def request_of(self, job_id: str) -> DreamRequest:
@@ -255,13 +259,16 @@ class DreamService:
         """
         self._listeners.append(ListenerInbox(listener, platform))
 
-    def _publish(self, view: JobView) -> None:
-        if view.id in self._finished_ids and not view.finished:
-            return  # progress computed just before the end arrives after it: the end stands
-        if view.finished:
-            self._finished_ids[view.id] = None
-            while len(self._finished_ids) > 10_000:
-                self._finished_ids.popitem(last=False)
+    def _publish(self, view: JobView, *, transition: bool = False) -> None:
+        """Tell subscribers and listeners. ``transition`` views come from a change of state itself; others
+        (progress, positions) were computed a moment ago and are dropped once the state has moved on."""
+        if transition:
+            self._states[view.id] = view.state
+            self._states.move_to_end(view.id)
+            while len(self._states) > 10_000:
+                self._states.popitem(last=False)
+        elif self._states.get(view.id, view.state) != view.state:
+            return  # e.g. progress that arrives after the end, or a place in line after the dream started
         for inbox in self._subscribers.get(view.id, ()):
             if inbox.full():
                 with contextlib.suppress(asyncio.QueueEmpty):
@@ -273,7 +280,14 @@ class DreamService:
     async def _changed(self, job: Job) -> None:
         if job.finished:
             self.previews.pop(job.id, None)
-        self._publish(await self.view(job))
+        self._publish(await self.view(job), transition=True)
+        if job.state == JobState.RUNNING and time.monotonic() - self._positions_published > 1.0:
+            # The line moved: waiting people hear their new place (at most once a second, for the first 50).
+            self._positions_published = time.monotonic()
+            queued = await self.queue.all_jobs([JobState.QUEUED], limit=500)
+            for waiting in sorted(queued, key=lambda j: j.created_at)[:50]:
+                with contextlib.suppress(QueueError):
+                    self._publish(await self.view(waiting))
 
     def _progressed(self, progress: Progress) -> None:
         if progress.preview is not None:

@@ -622,3 +622,33 @@ async def test_listeners_hear_queued_before_running_when_the_worker_is_idle(tmp_
         await asyncio.sleep(0.1)
     for job in jobs:
         assert heard.states(job.id) == ["queued", "running", "done"]
+
+
+@pytest.mark.asyncio
+async def test_waiting_people_hear_their_place_move_up(tmp_path: Path) -> None:
+    heard = Heard()
+    async with opened(make_config(tmp_path), NullEngine(), start=False) as service:
+        service.add_listener(heard)
+        jobs = [await service.submit(drawing(build_command("letters", "UP"), user=f"u{n}")) for n in range(3)]
+        assert [job.position for job in jobs] == [0, 1, 2]
+        service.start()
+        for job in jobs:
+            assert (await finished(service, job.id)).state == "done"
+        await until(lambda: _heard_done(heard, jobs[-1].id), what="the last job's end")
+    places = [view.position for view in heard.views if view.id == jobs[-1].id and view.state == "queued"]
+    places = [place for place in places if place is not None]
+    assert places[0] == 2 and min(places) < 2, places
+
+
+@pytest.mark.asyncio
+async def test_an_answer_from_the_cache_is_announced_once(tmp_path: Path) -> None:
+    heard = Heard()
+    async with opened(make_config(tmp_path), NullEngine()) as service:
+        service.add_listener(heard)
+        first = await service.submit(drawing(build_command("letters", "ONCE", {"seed": 1})))
+        assert (await finished(service, first.id)).state == "done"
+        again = await service.submit(drawing(build_command("letters", "ONCE", {"seed": 1}), user="u2"))
+        assert again.cached and again.state == "done"
+        await until(lambda: _heard_done(heard, again.id), what="the cached answer")
+        await asyncio.sleep(0.1)
+    assert heard.states(again.id) == ["done"]
