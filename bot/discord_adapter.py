@@ -90,6 +90,7 @@ class GuildSettings:
     dream_channel_id: int | None = None  # where the dream of the day goes
     public_results: bool = True  # False: results are shown to the requester only
     allowed_networks: str = ""  # comma-separated; "" = all
+    per_user_limit: int = 0  # dreams one person may have waiting here; 0 = the bot's own limit
 
     @property
     def networks(self) -> list[str]:
@@ -108,7 +109,8 @@ class DiscordStore:
                                                    delivered_at REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS guild_settings (guild_id INTEGER PRIMARY KEY, dream_channel_id INTEGER,
                                                        public_results INTEGER NOT NULL DEFAULT 1,
-                                                       allowed_networks TEXT NOT NULL DEFAULT '');
+                                                       allowed_networks TEXT NOT NULL DEFAULT '',
+                                                       per_user_limit INTEGER NOT NULL DEFAULT 0);
             CREATE TABLE IF NOT EXISTS results (message_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL,
                                                 requester_id INTEGER NOT NULL);
             """
@@ -142,15 +144,22 @@ class DiscordStore:
         if guild_id is None:
             return GuildSettings()
         row = self.db.execute(
-            "SELECT dream_channel_id, public_results, allowed_networks FROM guild_settings WHERE guild_id = ?",
+            "SELECT dream_channel_id, public_results, allowed_networks, per_user_limit FROM guild_settings "
+            "WHERE guild_id = ?",
             (guild_id,),
         ).fetchone()
-        return GuildSettings(row[0], bool(row[1]), row[2]) if row else GuildSettings()
+        return GuildSettings(row[0], bool(row[1]), row[2], row[3]) if row else GuildSettings()
 
     def set_guild(self, guild_id: int, settings: GuildSettings) -> None:
         self.db.execute(
-            "INSERT OR REPLACE INTO guild_settings VALUES (?, ?, ?, ?)",
-            (guild_id, settings.dream_channel_id, int(settings.public_results), settings.allowed_networks),
+            "INSERT OR REPLACE INTO guild_settings VALUES (?, ?, ?, ?, ?)",
+            (
+                guild_id,
+                settings.dream_channel_id,
+                int(settings.public_results),
+                settings.allowed_networks,
+                settings.per_user_limit,
+            ),
         )
 
     def close(self) -> None:
@@ -426,15 +435,17 @@ class DiscordAdapter:
             dream_channel="channel for the dream of the day",
             public="post results for everyone (true) or only for the requester (false)",
             networks="comma-separated networks people may use (empty: all)",
+            per_user_limit="dreams one person may have waiting at once on this server (0: the bot's own limit)",
         )
         async def guild_settings(
             interaction: discord.Interaction,
             dream_channel: discord.TextChannel | None = None,
             public: bool | None = None,
             networks: str | None = None,
+            per_user_limit: app_commands.Range[int, 0, 50] | None = None,
         ) -> None:
             await interaction.response.send_message(
-                adapter.update_guild(interaction, dream_channel, public, networks), ephemeral=True
+                adapter.update_guild(interaction, dream_channel, public, networks, per_user_limit), ephemeral=True
             )
 
         tree.add_command(settings)
@@ -557,7 +568,9 @@ class DiscordAdapter:
         self, command: Command, user: discord.abc.User, address: dict[str, Any], image: bytes | None
     ) -> JobView:
         requester = Requester(PLATFORM, str(user.id), user.display_name, admin=is_admin(user))
-        return await self.service.submit(DreamRequest(command, requester, Destination(PLATFORM, address), image=image))
+        limit = self.store.guild(address.get("guild_id")).per_user_limit or None
+        request = DreamRequest(command, requester, Destination(PLATFORM, address), image=image)
+        return await self.service.submit(request, per_user_limit=limit)
 
     async def _download(self, attachment: discord.Attachment) -> bytes:
         limit = self.service.media_limits.max_bytes
@@ -602,6 +615,7 @@ class DiscordAdapter:
         channel: discord.TextChannel | None,
         public: bool | None,
         networks: str | None,
+        per_user_limit: int | None = None,
     ) -> str:
         if interaction.guild_id is None:
             return "Server settings are set in a server."
@@ -617,12 +631,14 @@ class DiscordAdapter:
             channel.id if channel is not None else current.dream_channel_id,
             public if public is not None else current.public_results,
             networks if networks is not None else current.allowed_networks,
+            per_user_limit if per_user_limit is not None else current.per_user_limit,
         )
         self.store.set_guild(interaction.guild_id, updated)
         channel_text = f"<#{updated.dream_channel_id}>" if updated.dream_channel_id else "not set"
         return (
             f"Dream of the day: {channel_text}. Results: {'public' if updated.public_results else 'requester only'}. "
-            f"Networks: {updated.allowed_networks or 'all'}."
+            f"Networks: {updated.allowed_networks or 'all'}. "
+            f"Dreams waiting per person: {updated.per_user_limit or 'the bot default'}."
         )
 
     # ------------------------------------------------------------------ ways out

@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.engine import DreamcoreEngine, Engine
-from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueError, QueueLimits
+from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueError, QueueLimits, QueueRefused
 from bot.media import MediaLimits, ingest
 from bot.requests import DreamRequest
 from bot.store import FileStore
@@ -133,8 +133,15 @@ class DreamService:
 
     # ------------------------------------------------------------------ requests
 
-    async def submit(self, request: DreamRequest, priority: Priority = Priority.INTERACTIVE) -> JobView:
-        """Check, store and queue a request. Raises OptionError, MediaError or QueueRefused (sentences)."""
+    async def submit(
+        self, request: DreamRequest, priority: Priority = Priority.INTERACTIVE, *, per_user_limit: int | None = None
+    ) -> JobView:
+        """Check, store and queue a request. Raises OptionError, MediaError or QueueRefused (sentences).
+
+        ``per_user_limit`` is a stricter limit a community set for itself (a Discord server's setting).
+        """
+        if per_user_limit is not None and not request.requester.admin:
+            await self._check_community_limit(request.requester.key, per_user_limit)
         if request.image is not None:
             key = await asyncio.get_running_loop().run_in_executor(None, self._store_input, request.image)
             request = request.with_image_key(key)
@@ -152,6 +159,16 @@ class DreamService:
         if view.state == JobState.QUEUED.value:
             self._publish(view)  # now with its place in line, unless the worker has already started it
         return view
+
+    async def _check_community_limit(self, user: str, limit: int) -> None:
+        active = await self.queue.jobs_of(user, [JobState.QUEUED, JobState.RUNNING], limit=limit + 1)
+        if len(active) >= limit:
+            dreams = "dream" if limit == 1 else "dreams"
+            raise QueueRefused(
+                "user_limit",
+                self.worker_average(),
+                f"This server allows {limit} {dreams} waiting per person; wait for one to finish or cancel one.",
+            )
 
     def _store_input(self, data: bytes) -> str:
         """Decode and normalise once (upright, RGB, working size, no EXIF); the worker reads this copy."""

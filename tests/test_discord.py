@@ -577,7 +577,8 @@ async def test_server_settings(fake_discord: FakeDiscord, tmp_path: Path) -> Non
         await admin
         assert admin.original is not None and admin.original.ephemeral
         assert admin.original.content == (
-            f"Dream of the day: <#{fake.guild.channels[1].id}>. Results: requester only. Networks: lite1."
+            f"Dream of the day: <#{fake.guild.channels[1].id}>. Results: requester only. Networks: lite1. "
+            "Dreams waiting per person: the bot default."
         )
         stored = adapter.store.guild(int(fake.guild.id))
         assert (stored.public_results, stored.allowed_networks) == (False, "lite1")
@@ -606,6 +607,32 @@ async def test_server_settings(fake_discord: FakeDiscord, tmp_path: Path) -> Non
         networks = await fake.send_autocomplete("dream", {"network": "lite"}, focused="network")
         await networks
         assert [c["value"] for c in networks.autocomplete_choices or []] == ["lite1"]
+
+
+async def test_a_server_limits_dreams_waiting_per_person(fake_discord: FakeDiscord, tmp_path: Path) -> None:
+    fake = fake_discord
+    engine = Gated()
+    async with dreambot(fake, make_config(tmp_path), engine) as adapter:
+        limit = await fake.send_slash_command("dreambot settings", {"per_user_limit": 1}, user=fake.admin)
+        await limit
+        assert limit.original is not None and "Dreams waiting per person: 1." in limit.original.content
+        engine.gate.clear()
+        first = await fake.send_slash_command("dream", attachments={"image": ("chelsea.png", CHELSEA)})
+        await first.wait_for(lambda r: showed(r, "dreaming"))
+        second = await fake.send_slash_command("dream", {"seed": 2}, attachments={"image": ("chelsea.png", CHELSEA)})
+        await second.wait_original_edit()
+        assert second.original is not None
+        assert second.original.content == (
+            "⚠️ This server allows 1 dream waiting per person; wait for one to finish or cancel one."
+        )
+        assert len(await jobs_of(adapter, fake.user)) == 1
+        # the limit is this server's: the admin is not held to it
+        by_admin = await fake.send_slash_command(
+            "dream", {"seed": 3}, user=fake.admin, attachments={"image": ("chelsea.png", CHELSEA)}
+        )
+        await by_admin.wait_for(lambda r: showed(r, "queued") or showed(r, "dreaming"))
+        engine.gate.set()
+        await result_of(first)
 
 
 async def test_private_result_after_the_token_expired_goes_to_dms(fake_discord: FakeDiscord, tmp_path: Path) -> None:
