@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 from discord import app_commands
@@ -572,8 +573,18 @@ class DiscordAdapter:
         request = DreamRequest(command, requester, Destination(PLATFORM, address), image=image)
         return await self.service.submit(request, per_user_limit=limit)
 
-    async def _download(self, attachment: discord.Attachment) -> bytes:
+    async def _download(self, attachment: discord.Attachment | str) -> bytes:
         limit = self.service.media_limits.max_bytes
+        if isinstance(attachment, str):  # an image embed (a posted link Discord shows as a picture)
+            if not trusted_media_url(attachment):
+                raise MediaError("I can only fetch pictures that Discord itself shows; attach the image instead.")
+            try:
+                data = await self.client.http.get_from_cdn(attachment)
+            except discord.HTTPException as error:
+                raise MediaError("I could not fetch that picture; attach the image instead.") from error
+            if len(data) > limit:
+                raise MediaError(f"That picture is {file_size(len(data))}; the limit is {file_size(limit)}.")
+            return data
         if attachment.size > limit:
             raise MediaError(
                 f"That file is {file_size(attachment.size)}; the limit is {file_size(limit)}. Send a smaller photo."
@@ -952,11 +963,35 @@ def class_suggestions(current: str) -> list[app_commands.Choice[str]]:
     return [app_commands.Choice(name=c.name[:100], value=c.name[:100]) for c in search_classes(current, limit=25)]
 
 
-def image_of(message: discord.Message) -> discord.Attachment | None:
+def image_of(message: discord.Message) -> discord.Attachment | str | None:
+    """The message's picture: an image attachment, else any attachment (ingest says what is wrong with it),
+    else the picture of an embed (a link Discord shows as an image), by its Discord-proxied address."""
     for attachment in message.attachments:
         if (attachment.content_type or "").split(";")[0] in IMAGE_TYPES:
             return attachment
-    return message.attachments[0] if message.attachments else None
+    if message.attachments:
+        return message.attachments[0]
+    for embed in message.embeds:
+        for picture in (embed.image, embed.thumbnail):
+            url = picture.proxy_url or picture.url
+            if url:
+                return url
+    return None
+
+
+# Where embed pictures may be fetched from: Discord's own media proxy and CDN (never an arbitrary host a
+# message names, which could point the bot at internal addresses), and the API host itself.
+DISCORD_MEDIA_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
+
+
+def trusted_media_url(url: str) -> bool:
+    parsed = urlsplit(url)
+    api_host = urlsplit(discord.http.Route.BASE).netloc
+    return (
+        parsed.scheme in ("https", "http")
+        and (parsed.hostname in DISCORD_MEDIA_HOSTS or parsed.netloc == api_host)
+        and (parsed.scheme == "https" or parsed.netloc == api_host)
+    )
 
 
 def discord_help() -> str:

@@ -284,20 +284,21 @@ def build_command(mode: str | Mode, subject: str = "", options: Mapping[str, Any
 
 
 TOKEN = re.compile(r"^([A-Za-z_]+)=(.+)$")
-MENTION = re.compile(r"^(<@!?&?\d+>|@\S+|#deepdream|#dreambot)$", re.IGNORECASE)
+# Ignored wherever they are: mentions, the tags, and links (a linked picture is the image, not a word).
+IGNORED = re.compile(r"^(<@!?&?\d+>|@\S+|#deepdream|#dreambot|https?://\S+)$", re.IGNORECASE)
 
 
 def parse_command(text: str, *, has_image: bool) -> Command:
     """Read a chat post: ``[mode] [free words] [key=value ...] [preset word]``; raises OptionError.
 
-    Mentions and the #deepdream tag are ignored wherever they are. With an image and no mode word the
+    Mentions, the #deepdream tag and links are ignored wherever they are. With an image and no mode word the
     mode is ``dream``; without an image one of the drawing modes must be named.
     """
     try:
         tokens = shlex.split(text.replace("“", '"').replace("”", '"'))
     except ValueError:
         tokens = text.split()  # an unmatched quote: read the words as they are
-    tokens = [token for token in tokens if not MENTION.match(token)]
+    tokens = [token for token in tokens if not IGNORED.match(token)]
     mode: Mode | None = None
     if tokens and tokens[0].lower() in _MODE_WORDS:
         mode = _MODE_WORDS[tokens.pop(0).lower()]

@@ -1431,8 +1431,10 @@ class FakeDiscord:
         attachments: list[tuple[Any, ...]] | tuple[()] = (),
         mentions_bot: bool = True,
         reference: StoredMessage | str | None = None,
+        embeds: list[dict[str, Any]] | tuple[()] = (),
     ) -> StoredMessage:
-        """A user posts a message (MESSAGE_CREATE). ``attachments``: ``(filename, bytes[, content_type])``.
+        """A user posts a message (MESSAGE_CREATE). ``attachments``: ``(filename, bytes[, content_type])``;
+        ``embeds``: embed payloads, e.g. the picture Discord shows for a posted link (see :meth:`media_url`).
 
         With ``mentions_bot`` the content starts with the bot's mention (added if missing). As on Discord, a bot
         without the message-content intent receives content, embeds and attachments only for messages that
@@ -1462,10 +1464,15 @@ class FakeDiscord:
             stored = self._store_file(*item)
             files.append(stored)
         payload["attachments"] = [self._attachment_payload(f) for f in files]
+        payload["embeds"] = [copy.deepcopy(embed) for embed in embeds]
         msg = StoredMessage(payload, files=files, source="user")
         self._save(msg, channel)
         await self._dispatch_message("MESSAGE_CREATE", msg)
         return msg
+
+    def media_url(self, filename: str, data: bytes, content_type: str | None = None) -> str:
+        """Serves ``data`` like Discord's media proxy serves a linked picture; returns its address."""
+        return self._store_file(filename, data, content_type).url
 
     async def disconnect_client(self, *, code: int = 4000, allow_resume: bool = True) -> None:
         """Closes the gateway socket. discord.py reconnects; with ``allow_resume`` its RESUME is answered with

@@ -20,6 +20,7 @@ from bot.requests import Destination, DreamRequest, Requester
         ),
         ("<@123456> nightmare seed=7", True, Mode.DREAM, "", {"preset": "nightmare", "seed": 7}),
         ("@DreamBot", True, Mode.DREAM, "", {}),
+        ("@DreamBot https://example.org/cat.png deeper", True, Mode.DREAM, "", {"preset": "deep"}),
         ("@bot visualize banana", False, Mode.VISUALIZE, "banana", {}),
         ("visualize french horn size=256", False, Mode.VISUALIZE, "french horn", {"size": 256}),
         ("mix gorilla + french horn layout=above", False, Mode.MIX, "gorilla + french horn", {"layout": "above"}),

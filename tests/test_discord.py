@@ -309,6 +309,27 @@ async def test_mention_in_a_reply_to_an_image(fake_discord: FakeDiscord, tmp_pat
     assert decoded(result.attachments[0].data).size == (96, 64)
 
 
+async def test_mention_with_a_linked_picture(fake_discord: FakeDiscord, tmp_path: Path) -> None:
+    fake = fake_discord
+    async with dreambot(fake, make_config(tmp_path), NullEngine()) as adapter:
+        shown_link = fake.media_url("cat.png", CHELSEA)  # Discord shows a posted link as an image embed
+        embed = {
+            "type": "image",
+            "url": "https://example.org/cat.png",
+            "thumbnail": {"url": "https://example.org/cat.png", "proxy_url": shown_link, "width": 96, "height": 64},
+        }
+        await fake.post_message(content="https://example.org/cat.png deeper", embeds=[embed])
+        result = await fake.wait_for_message(lambda m: m.attachments)
+        (job,) = await jobs_of(adapter, fake.user)
+        # a picture anywhere else is not fetched: the bot never follows addresses a message names
+        elsewhere = {"type": "image", "url": "http://10.0.0.1/x.png", "thumbnail": {"url": "http://10.0.0.1/x.png"}}
+        await fake.post_message(content="http://10.0.0.1/x.png deeper", embeds=[elsewhere])
+        refused = await fake.wait_for_message(lambda m: "Discord itself shows" in m.content)
+    assert decoded(result.attachments[0].data).size == (96, 64) and job.state is JobState.DONE
+    assert refused.content.startswith("⚠️ I can only fetch pictures that Discord itself shows")
+    assert not fake.find_requests("GET */x.png")
+
+
 async def test_direct_message_needs_no_mention_and_stays_private(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     fake = fake_discord
     dm = fake.dm_channel(fake.user)
