@@ -709,11 +709,14 @@ class DiscordAdapter:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await editor
 
+    def _interaction_webhook(self, address: dict[str, Any]) -> discord.Webhook:
+        """The interaction's webhook, rebuilt from the stored token (so it works after a restart too)."""
+        return discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
+
     async def _edit_status(self, address: dict[str, Any], text: str, files: list[discord.File]) -> None:
         extra: dict[str, Any] = {"attachments": files} if files else {}
-        if address.get("token") and time.time() < address.get("token_expires", 0):
-            webhook = discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
-            await webhook.edit_message(address["message_id"], content=text, **extra)
+        if token_usable(address):
+            await self._interaction_webhook(address).edit_message(address["message_id"], content=text, **extra)
         elif address.get("status_message_id"):
             channel = self.client.get_partial_messageable(address["channel_id"])
             await channel.get_partial_message(address["status_message_id"]).edit(content=text, **extra)
@@ -774,9 +777,9 @@ class DiscordAdapter:
 
     async def _answer_in_place(self, address: dict[str, Any], **fields: Any) -> discord.Message | None:
         """Replace the interaction's message while its token lasts; None when it cannot (mention, expired)."""
-        if not address.get("token") or time.time() >= address.get("token_expires", 0):
+        if not token_usable(address):
             return None
-        webhook = discord.Webhook.partial(address["application_id"], address["token"], client=self.client)
+        webhook = self._interaction_webhook(address)
         try:
             return await webhook.edit_message(address["message_id"], **fields)
         except discord.HTTPException as error:
@@ -880,6 +883,11 @@ class DiscordAdapter:
 def token_gone(error: discord.HTTPException) -> bool:
     """Whether Discord says the interaction token (or its message) can no longer be used."""
     return error.status == 401 or error.code in TOKEN_GONE_CODES
+
+
+def token_usable(address: dict[str, Any]) -> bool:
+    """Whether the interaction token stored with a job can still edit its message (15 minutes, less a margin)."""
+    return bool(address.get("token")) and time.time() < address.get("token_expires", 0)
 
 
 def is_admin(user: discord.abc.User) -> bool:
