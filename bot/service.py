@@ -23,7 +23,7 @@ from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, Que
 from bot.media import MediaLimits, ingest
 from bot.requests import DreamRequest
 from bot.store import FileStore
-from bot.worker import Progress, Worker, WorkerHooks, spawn
+from bot.worker import Progress, TaskSet, Worker, WorkerHooks
 from dreamcore.images import encode_image, finish_image
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class DreamService:
         self._subscribers: dict[str, set[asyncio.Queue[JobView]]] = {}
         self._listeners: list[ListenerInbox] = []
         self._states: OrderedDict[str, str] = OrderedDict()  # job id -> its newest state published
-        self._tasks: list[asyncio.Task] = []
+        self._loops: list[asyncio.Task] = []  # worker, expiry, loop-lag: run until close()
+        self.tasks = TaskSet()  # short-lived background work: publishing progress, telling owners
         self.loop_lag = LoopLagMonitor()
         self.started_at = time.time()
         self._positions_published = 0.0
@@ -113,8 +114,8 @@ class DreamService:
         """Start the worker and housekeeping; owners of jobs dropped at start-up are told (via the listeners)."""
         for job in self.recovered:
             if job.finished:
-                spawn(self._changed(job))
-        self._tasks = [
+                self.tasks.spawn(self._changed(job))
+        self._loops = [
             asyncio.create_task(self.worker.run(), name="worker"),
             asyncio.create_task(self._expire_forever(), name="expiry"),
             asyncio.create_task(self.loop_lag.run(), name="loop-lag"),
@@ -124,9 +125,9 @@ class DreamService:
         await self.worker.close()  # a dream in progress stops and goes back to the queue, attempt not counted
         for listener in self._listeners:
             await listener.drain(timeout=5.0)
-        for task in self._tasks:
+        for task in self._loops:
             task.cancel()
-        for task in self._tasks:
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.queue.close()
@@ -309,7 +310,7 @@ class DreamService:
     def _progressed(self, progress: Progress) -> None:
         if progress.preview is not None:
             self.previews[progress.job_id] = progress.preview
-        spawn(self._publish_progress(progress))
+        self.tasks.spawn(self._publish_progress(progress))
 
     async def _publish_progress(self, progress: Progress) -> None:
         with contextlib.suppress(Exception):

@@ -76,6 +76,7 @@ class Worker:
         self.wakeup = asyncio.Event()
         self.current: Job | None = None
         self._stop_current = threading.Event()
+        self.tasks = TaskSet()
         self.dream_seconds: list[float] = []  # of finished dreams, for the metrics page
         self._closing = False
 
@@ -180,7 +181,7 @@ class Worker:
 
     def _progress(self, progress: Progress, stop: threading.Event) -> None:
         self.hooks.on_progress(progress)
-        spawn(self._save_progress(progress, stop))
+        self.tasks.spawn(self._save_progress(progress, stop))
 
     async def _save_progress(self, progress: Progress, stop: threading.Event) -> None:
         try:
@@ -201,15 +202,17 @@ def duration(seconds: float) -> str:
     return f"{amount_text} second{'' if amount_text == '1' else 's'}"
 
 
-_background: set[asyncio.Task] = set()
+class TaskSet:
+    """Background tasks, each held until it ends (asyncio itself keeps only weak references to tasks)."""
 
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task] = set()
 
-def spawn(coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
-    """Run ``coroutine`` in the background, holding a reference until it ends (asyncio keeps only weak ones)."""
-    task = asyncio.ensure_future(coroutine)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-    return task
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
 
 def _preview_jpeg(image: torch.Tensor) -> bytes:
