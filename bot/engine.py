@@ -19,6 +19,7 @@ from dreamcore.api import dream
 from dreamcore.atlas import ATLAS_DEFAULTS, layer_atlas
 from dreamcore.classes import parse_class_list
 from dreamcore.drawing import DrawSettings, draw_path, letters, mix, visualize
+from dreamcore.errors import Cancelled
 from dreamcore.images import LoadedImage, encode_image
 from dreamcore.networks import load_network
 from dreamcore.render import Step
@@ -186,8 +187,6 @@ class NullEngine:
     def render(self, command: Command, image: LoadedImage | None, report: Report, should_stop: ShouldStop) -> Rendered:
         for step in range(self.steps):
             if should_stop():
-                from dreamcore.errors import Cancelled
-
                 raise Cancelled()
             report((step + 1) / self.steps, f"step {step + 1}/{self.steps}", None)
         if self.fail_on and command.subject == self.fail_on:
