@@ -91,14 +91,19 @@ class Worker:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, self.engine.warm_up)
+        job: Job | None = None
         while not self._closing:
-            self.wakeup.clear()
-            job = await self.queue.claim()
+            if job is None:
+                self.wakeup.clear()
+                job = await self.queue.claim()
             if job is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_interval)
                 continue
-            await self.process(job)
+            job = await self.process(job)
+        if job is not None:  # claimed just as the service began to stop: back to the queue, attempt not counted
+            await self.queue.release(job.id)
+            self.current = None
 
     async def close(self, timeout: float = 30.0) -> None:
         """Stop: a dream in progress stops at its next step and goes back to the queue, its attempt not counted."""
@@ -110,8 +115,10 @@ class Worker:
             await asyncio.sleep(0.02)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def process(self, job: Job) -> None:
+    async def process(self, job: Job) -> Job | None:
+        """Dream one job and record how it ended; returns the next job when it could be claimed on the way."""
         loop = asyncio.get_running_loop()
+        next_job: Job | None = None
         self.current = job
         self._stop_current = stop = threading.Event()
         started = time.monotonic()
@@ -171,13 +178,19 @@ class Worker:
                 "settings": rendered.settings,
                 "seconds": round(seconds, 2),
             }
+            finishing = asyncio.ensure_future(self.queue.finish(job.id, json.dumps(result)))
+            # The next job is claimed alongside: the queue's thread takes both in one trip.
+            claiming = None if self._closing else asyncio.ensure_future(self.queue.claim())
             try:
-                finished = await self.queue.finish(job.id, json.dumps(result))
+                finished = await finishing
             except JobNotRunning as error:  # cancelled by another process in the last instant
                 finished = error.job
+            next_job = await claiming if claiming is not None else None
         finally:
             self.current = None
+        self.current = next_job  # so close() waits until it is released or done
         await self.hooks.on_change(finished)
+        return next_job
 
     def _progress(self, progress: Progress, stop: threading.Event) -> None:
         self.hooks.on_progress(progress)
