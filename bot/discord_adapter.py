@@ -35,7 +35,7 @@ import discord
 from discord import app_commands
 
 from bot.jobqueue import QueueError
-from bot.media import DESTINATION_LIMITS, MediaError, file_size, fit_result
+from bot.media import DESTINATION_LIMITS, MediaError, check_size, fit_result
 from bot.options import MODES, Command, Mode, Option, OptionError, build_command, help_text, parse_command
 from bot.requests import Destination, DreamRequest, Requester
 from bot.service import DreamService, JobView
@@ -574,7 +574,7 @@ class DiscordAdapter:
         return await self.service.submit(request, per_user_limit=limit)
 
     async def _download(self, attachment: discord.Attachment | str) -> bytes:
-        limit = self.service.media_limits.max_bytes
+        """The picture's bytes; the service's ingest checks them (size included) like every upload."""
         if isinstance(attachment, str):  # an image embed (a posted link Discord shows as a picture)
             if not trusted_media_url(attachment):
                 raise MediaError("I can only fetch pictures that Discord itself shows; attach the image instead.")
@@ -582,13 +582,8 @@ class DiscordAdapter:
                 data = await self.client.http.get_from_cdn(attachment)
             except discord.HTTPException as error:
                 raise MediaError("I could not fetch that picture; attach the image instead.") from error
-            if len(data) > limit:
-                raise MediaError(f"That picture is {file_size(len(data))}; the limit is {file_size(limit)}.")
             return data
-        if attachment.size > limit:
-            raise MediaError(
-                f"That file is {file_size(attachment.size)}; the limit is {file_size(limit)}. Send a smaller photo."
-            )
+        check_size(attachment.size, self.service.media_limits)  # before downloading it
         try:
             return await attachment.read()
         except discord.HTTPException as error:

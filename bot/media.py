@@ -54,14 +54,19 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def check_size(size: int, limits: MediaLimits) -> None:
+    """The byte cap, checkable before a download (an adapter knows an attachment's size from its listing)."""
+    if size > limits.max_bytes:
+        raise MediaError(
+            f"That file is {file_size(size)}; the limit is {file_size(limits.max_bytes)}. Send a smaller photo."
+        )
+
+
 def ingest(data: bytes, limits: MediaLimits) -> LoadedImage:
     """Check and decode an uploaded image; raises MediaError with a sentence for the person who sent it."""
     if not data:
         raise MediaError("The file is empty; send a photo (PNG, JPEG, WebP or GIF).")
-    if len(data) > limits.max_bytes:
-        raise MediaError(
-            f"That file is {file_size(len(data))}; the limit is {file_size(limits.max_bytes)}. Send a smaller photo."
-        )
+    check_size(len(data), limits)
     found = sniff_format(data)
     if found is None or found not in limits.formats:
         allowed = ", ".join("WebP" if f == "WEBP" else f for f in limits.formats)

@@ -33,7 +33,7 @@ from yarl import URL
 
 from bot.config import Config, is_loopback
 from bot.jobqueue import JobNotCancellable, JobNotFound, PermissionDenied, QueueError, QueueRefused
-from bot.media import MediaError
+from bot.media import MediaError, file_size
 from bot.options import MODES, OptionError, build_command, check_network, describe_modes
 from bot.requests import Destination, DreamRequest, Requester
 from bot.service import DreamService, JobView
@@ -96,9 +96,8 @@ def create_web_app(service: DreamService, config: Config) -> web.Application:
     if not is_loopback(config.web.host) and not config.secrets.web_token:
         raise ValueError(f"web.host {config.web.host!r} is reachable from other machines: set DREAMBOT_WEB_TOKEN.")
     access = Access("" if is_loopback(config.web.host) else config.secrets.web_token)
-    max_upload = int(config.media.max_upload_mb * 2**20)
     app = web.Application(
-        client_max_size=max_upload + UPLOAD_HEADROOM,
+        client_max_size=service.media_limits.max_bytes + UPLOAD_HEADROOM,
         middlewares=[_errors, _access_check, _same_origin, _visitor],
     )
     app[SERVICE] = service
@@ -392,8 +391,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Problem as problem:
         return _error(problem.status, problem.message)
     except UploadTooLarge:
-        limit = request.app[CONFIG].media.max_upload_mb
-        return _error(413, f"That upload is larger than {limit:g} MB; send a smaller photo (PNG, JPEG, WebP or GIF).")
+        limit = file_size(request.app[SERVICE].media_limits.max_bytes)
+        return _error(413, f"That upload is larger than {limit}; send a smaller photo (PNG, JPEG, WebP or GIF).")
     except (OptionError, MediaError) as error:
         return _error(400, str(error))
     except QueueRefused as error:
