@@ -10,7 +10,7 @@ import difflib
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -148,9 +148,9 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     _refuse_secrets(data, chosen)
     config = _build(Config, data, "")
     secrets = Secrets(web_token=environ.get("DREAMBOT_WEB_TOKEN", ""), discord_token=environ.get("DISCORD_TOKEN", ""))
-    config = _replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
+    config = replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
     if chosen is not None and not config.data_dir.is_absolute():
-        config = _replace(config, data_dir=(chosen.parent / config.data_dir))
+        config = replace(config, data_dir=(chosen.parent / config.data_dir))
     config.check()
     return config
 
@@ -167,12 +167,6 @@ def _refuse_secrets(data: dict[str, Any], source: Path | None) -> None:
                     f"{source}: secrets do not belong in the file ({key}); set them in the environment "
                     "(DREAMBOT_WEB_TOKEN, DISCORD_TOKEN) instead."
                 )
-
-
-def _replace(config: Config, **changes: Any) -> Config:
-    from dataclasses import replace
-
-    return replace(config, **changes)
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
