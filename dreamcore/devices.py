@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
+import sys
 
 import torch
 
@@ -93,3 +95,33 @@ def uses_channels_last(device: torch.device) -> bool:
 def precision_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """Autocast to ``dtype`` on ``device`` (from :func:`autocast_dtype`), or nothing for plain fp32."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache  # process-wide and idempotent: the first CPU network to be prepared sets it
+def keep_tile_buffers_in_heap() -> bool:
+    """Let glibc reuse freed tile-sized buffers instead of mapping fresh pages for each one.
+
+    By default glibc hands out allocations of a few MB and up as fresh mmaps and returns them on
+    free, so every activation of every tile cost the kernel page faults and zeroing: 80 000 faults
+    and 140 ms of system time per 1024x768 lite0 gradient (300 ms against 225 ms with this), on a
+    2-core Zen 4. Buffers up to 32 MB (a 512 px tile's largest activation is 25 MB) now come from the
+    heap, which keeps up to 256 MB of freed memory for the next tile. Returns whether it applied:
+    only on glibc, and not when the user set glibc's own MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_.
+    """
+    if not sys.platform.startswith("linux") or any(
+        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    ):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError on musl and other libcs
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    # The mmap threshold first: setting either one turns off glibc's own adjustment of both.
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 256 << 20))

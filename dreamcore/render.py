@@ -58,8 +58,9 @@ def gradient_ascent_step(
     dy, dx = rng.randint(-jitter, jitter), rng.randint(-jitter, jitter)
     loss, grad = gradient(torch.roll(image, shifts=(dy, dx), dims=(2, 3)))
     grad = torch.roll(grad, shifts=(-dy, -dx), dims=(2, 3))
-    grad = grad / grad.abs().mean().clamp_min(1e-8)
-    return (image + step * grad).clamp_(0.0, 1.0), loss
+    # Normalised by its mean size, so ``step`` means the same at every octave, layer and network.
+    scale = step / float(grad.abs().mean().clamp_min(1e-8))
+    return image.add(grad, alpha=scale).clamp_(0.0, 1.0), loss
 
 
 def deep_dream(

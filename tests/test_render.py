@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import copy
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
 from tiny import tiny_network
 
 from dreamcore.errors import Cancelled, UsageError
-from dreamcore.gradients import TiledGradient, fold_batch_norms, prepare_for_speed, tile_edges
+from dreamcore.gradients import (
+    StridedConv2d,
+    TiledGradient,
+    fold_batch_norms,
+    prepare_for_speed,
+    tile_edges,
+    use_strided_conv2d,
+    zero_padded,
+)
+from dreamcore.networks import Network
+from dreamcore.networks.efficientnet_lite import EfficientNetLite
+from dreamcore.networks.googlenet import GoogLeNet
+from dreamcore.networks.inception_v3 import InceptionV3
 from dreamcore.objectives import layer, parse
 from dreamcore.render import deep_dream, octave_shapes
 
@@ -131,6 +145,85 @@ def test_preparing_twice_is_harmless() -> None:
     assert torch.allclose(network.module(network.preprocess(image)), expected, atol=1e-5)
 
 
+def random_network(cls: type[torch.nn.Module], *args: object) -> Network:
+    """A randomly initialised architecture with batch-norm statistics that matter, frozen."""
+    torch.manual_seed(0)
+    module = cls(*args)
+    for child in module.modules():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            child.running_mean.uniform_(-0.1, 0.1)
+            child.running_var.uniform_(0.5, 2.0)
+    module.eval().requires_grad_(False)
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return Network(cls.__name__, module, module.stages(), [str(i) for i in range(1000)], mean, std, 224)
+
+
+@pytest.mark.parametrize(
+    ("cls", "args", "layer_name", "sizes"),
+    [
+        # Odd and even sizes: "SAME" padding of lite's strided convolutions is asymmetric for even ones.
+        (EfficientNetLite, ("lite0",), "block9", [(64, 96), (77, 51)]),
+        (GoogLeNet, (), "inception_3b", [(64, 72)]),  # symmetric padding
+        (InceptionV3, (), "mixed_6a", [(83, 90)]),  # no padding, strided blocks inside
+    ],
+    ids=["lite0", "googlenet", "inception_v3"],
+)
+def test_the_speed_rewrites_keep_the_image_gradient(cls, args, layer_name, sizes) -> None:
+    plain = random_network(cls, *args)
+    fast = copy.deepcopy(plain)
+    prepare_for_speed(fast)
+    wrapped = [m for m in fast.module.modules() if isinstance(m, StridedConv2d)]
+    assert wrapped, "the strided convolutions were not rewritten"
+    for height, width in sizes:
+        image = noise_image(height, width)
+        gradients = []
+        for network in (plain, fast):
+            pixels = image.clone().requires_grad_(True)
+            inputs = pixels.contiguous(memory_format=torch.channels_last) if network is fast else pixels
+            network.activations(inputs, [layer_name])[layer_name].square().mean().backward()
+            gradients.append(pixels.grad)
+        scale = gradients[0].abs().max()  # deep random layers give tiny gradients: compare at their scale
+        assert scale > 0
+        torch.testing.assert_close(gradients[1] / scale, gradients[0] / scale, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # without gradients the plain convolution runs, with the same output
+        image = noise_image(*sizes[0])
+        torch.testing.assert_close(
+            fast.activations(image, [layer_name])[layer_name],
+            plain.activations(image, [layer_name])[layer_name],
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
+def test_strided_conv2d_under_autocast_and_with_trainable_weights() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1).requires_grad_(False)
+    model = torch.nn.Sequential(conv)
+    assert use_strided_conv2d(model) == 1 and use_strided_conv2d(model) == 0  # idempotent
+    x = torch.rand(1, 4, 15, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32
+    exact = torch.autograd.grad(conv(x).sum(), x)[0]
+    torch.testing.assert_close(x.grad, exact, rtol=0.05, atol=0.05)
+    # Trainable weights take the plain path, so their gradient is not lost.
+    conv.requires_grad_(True)
+    model(torch.rand(1, 4, 15, 16, requires_grad=True)).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_padded_is_f_pad(channels_last: bool) -> None:
+    x = torch.rand(2, 5, 7, 9)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for pads in [(0, 1, 0, 1), (1, 2, 1, 2), (0, 0, 3, 0), (2, 0, 0, 0)]:
+        padded = zero_padded(x, pads)
+        assert torch.equal(padded, torch.nn.functional.pad(x, pads))
+        assert padded.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
 def test_bf16_gradient_points_the_same_way_as_fp32() -> None:
     network = tiny_network()
     objective = parse("second", network.catalog)
@@ -154,3 +247,45 @@ def test_precision_choice(monkeypatch) -> None:
     assert devices.autocast_dtype(cpu, "auto") is torch.bfloat16
     with pytest.raises(UsageError, match="precision"):
         devices.autocast_dtype(cpu, "fp8")
+
+
+ALLOCATION_PROBE = """
+import resource, sys, torch
+from dreamcore import gradients
+from dreamcore.networks import load_network
+from dreamcore.objectives import parse
+if sys.argv[1] == "plain":
+    gradients.keep_tile_buffers_in_heap = lambda: False
+network = load_network("lite0", "cpu")
+gradient = gradients.TiledGradient(network, parse("block5", network.catalog), tile_size=512)
+image = torch.rand(1, 3, 768, 1024)
+gradient(image)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+gradient(image)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_tile_buffers_are_reused_instead_of_mapped_afresh_each_time() -> None:
+    def page_faults(mode: str) -> int:
+        result = subprocess.run(
+            [sys.executable, "-c", ALLOCATION_PROBE, mode], capture_output=True, text=True, check=True
+        )
+        return int(result.stdout.split()[-1])
+
+    # By default glibc gives the tiles' activations fresh pages again and again (tens of thousands of
+    # page faults per gradient); once prepared, the network's tiles reuse the heap.
+    assert page_faults("plain") > 10_000
+    assert page_faults("tuned") < 2_000
+
+
+def test_a_users_own_glibc_settings_win(monkeypatch) -> None:
+    from dreamcore import devices
+
+    devices.keep_tile_buffers_in_heap.cache_clear()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    try:
+        assert devices.keep_tile_buffers_in_heap() is False
+    finally:
+        devices.keep_tile_buffers_in_heap.cache_clear()

@@ -65,10 +65,11 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride[0] > 1:
-            x = F.pad(x, self._same_padding(x.shape[-2], x.shape[-1]))
+            x = F.pad(x, self.same_padding(x.shape[-2], x.shape[-1]))
         return super().forward(x)
 
-    def _same_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+    def same_padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zeros for an input of this size, as F.pad takes them."""
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         pad_h = max((math.ceil(height / sh) - 1) * sh + kh - height, 0)
         pad_w = max((math.ceil(width / sw) - 1) * sw + kw - width, 0)
