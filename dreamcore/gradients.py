@@ -120,7 +120,7 @@ class StridedConv2d(nn.Module):
     On a 2-core Zen 4, oneDNN's backward pass of lite0's strided depthwise convolutions took 2 to 6 ms
     where the transposed convolution takes 0.6 to 1.2 ms (512 px tile), and asymmetric "SAME" zeros
     are written once around a fresh buffer instead of F.pad's fill and copy forward and copy back.
-    Nothing but the weight is kept for the backward pass. 8 % off a 1024x768 lite0 gradient.
+    Nothing but the weight is kept for the backward pass. 4 to 8 % off a 1024x768 lite0 gradient.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
