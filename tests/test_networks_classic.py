@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import frozen_random
 from torch import nn
 
 from dreamcore.networks import Network, get_spec, layer_catalog
@@ -78,16 +79,7 @@ def on_meta(cls: type[nn.Module], *args: object, **kwargs: object) -> nn.Module:
 @pytest.fixture(scope="module")
 def real() -> dict[type[nn.Module], nn.Module]:
     """One randomly initialised module of each architecture, in eval mode with BN statistics that matter."""
-    torch.manual_seed(0)
-    modules = {}
-    for cls in ARCHITECTURES:
-        module = cls()
-        for child in module.modules():
-            if isinstance(child, nn.BatchNorm2d):  # non-trivial statistics, so eval mode is really tested
-                child.running_mean.uniform_(-0.1, 0.1)
-                child.running_var.uniform_(0.5, 2.0)
-        modules[cls] = module.eval().requires_grad_(False)
-    return modules
+    return {cls: frozen_random(cls) for cls in ARCHITECTURES}
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from tiny import tiny_network
+from tiny import frozen_random, tiny_network
 
 from dreamcore.errors import Cancelled, UsageError
 from dreamcore.gradients import (
@@ -146,14 +146,7 @@ def test_preparing_twice_is_harmless() -> None:
 
 
 def random_network(cls: type[torch.nn.Module], *args: object) -> Network:
-    """A randomly initialised architecture with batch-norm statistics that matter, frozen."""
-    torch.manual_seed(0)
-    module = cls(*args)
-    for child in module.modules():
-        if isinstance(child, torch.nn.BatchNorm2d):
-            child.running_mean.uniform_(-0.1, 0.1)
-            child.running_var.uniform_(0.5, 2.0)
-    module.eval().requires_grad_(False)
+    module = frozen_random(cls, *args)
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return Network(cls.__name__, module, module.stages(), [str(i) for i in range(1000)], mean, std, 224)
 

@@ -59,3 +59,15 @@ def tiny_network(kernel: int = 3) -> Network:
         std=(0.5, 0.5, 0.5),
         native_size=32,
     )
+
+
+def frozen_random(cls: type[nn.Module], *args: object) -> nn.Module:
+    """A randomly initialised architecture in eval mode, frozen, with batch-norm statistics that matter
+    (so eval mode and folding them are really tested)."""
+    torch.manual_seed(0)
+    module = cls(*args)
+    for child in module.modules():
+        if isinstance(child, nn.BatchNorm2d):
+            child.running_mean.uniform_(-0.1, 0.1)
+            child.running_var.uniform_(0.5, 2.0)
+    return module.eval().requires_grad_(False)
