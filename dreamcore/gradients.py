@@ -4,7 +4,8 @@ This is the speed work kept beside the render loop: the image is cut into tiles 
 photo never holds more than one tile's activations), the network runs only as deep as the objective
 needs, in channels-last layout and in bfloat16/float16 where the hardware does that natively, with
 batch norms folded into the convolutions and, on CPUs, strided convolutions that compute only the
-image's gradient. ``benchmarks/reference.py`` holds the plain fp32 version it is measured against.
+image's gradient and EfficientNet-Lite's depthwise steps in one native pass (``dreamcore.native``).
+``benchmarks/reference.py`` holds the plain fp32 version it is measured against.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dreamcore.devices import (
     precision_context,
     uses_channels_last,
 )
+from dreamcore.native import use_fused_depthwise
 from dreamcore.networks.base import Network
 from dreamcore.objectives import Objective
 
@@ -72,8 +74,10 @@ def prepare_for_speed(network: Network) -> Network:
     """Rewrite a network for dreaming, once per network (in place); each rewrite is exact.
 
     Batch norms are folded into convolutions (a pass over every activation saved, forward and
-    backward). On CPUs the network goes channels-last, its strided convolutions become
-    :class:`StridedConv2d`, and the allocator keeps tile buffers (:func:`keep_tile_buffers_in_heap`).
+    backward). On CPUs the network goes channels-last, EfficientNet-Lite's depthwise steps run as one
+    native pass each (:mod:`dreamcore.native`; exact up to float rounding), its other strided
+    convolutions become :class:`StridedConv2d`, and the allocator keeps tile buffers
+    (:func:`keep_tile_buffers_in_heap`).
     """
     with _prepare_lock:
         if getattr(network, "prepared_for_speed", False):
@@ -81,6 +85,7 @@ def prepare_for_speed(network: Network) -> Network:
         fold_batch_norms(network.module)
         if network.device.type == "cpu":
             use_strided_conv2d(network.module)
+            use_fused_depthwise(network.module)
             keep_tile_buffers_in_heap()
         if uses_channels_last(network.device):
             network.module.to(memory_format=torch.channels_last)

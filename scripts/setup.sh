@@ -22,6 +22,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# A C++ compiler builds the engine's CPU kernels on first use (dreamcore/native.py); without one,
+# dreams on the CPU take PyTorch's slower path.
+if ! command -v g++ >/dev/null && ! command -v c++ >/dev/null && [ -z "${CXX:-}" ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing g++ for the engine's fast CPU kernels..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; } ||
+      echo "Could not install g++: dreams on the CPU will be slower." >&2
+  else
+    echo "No C++ compiler: dreams on the CPU will be slower (sudo apt-get install g++ to speed them up)." >&2
+  fi
+fi
+
 # The browser tests drive Debian's Chromium (Playwright's own browser download does not work everywhere).
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then

@@ -1,0 +1,206 @@
+"""EfficientNet-Lite's depthwise step as one native pass on CPUs: speed work beside the network.
+
+An inverted-residual block spends most of its time moving its widest activation through memory, and
+ReLU6 of the expansion, "SAME" padding, the depthwise convolution and ReLU6 are four passes forward
+and as many back in PyTorch; :class:`FusedDepthwise` runs them as one pass each way.
+
+``native_kernels.cpp`` is compiled on first use with the machine's C++ compiler (``-march=native``,
+about a second) into the user cache and loaded with ctypes. Without a compiler, off Linux, or with
+``DREAMCORE_NATIVE=0``, PyTorch's operators run instead, with the same values up to float rounding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dreamcore.devices import cpu_flags
+from dreamcore.networks.weights import cache_dir
+
+log = logging.getLogger("dreamcore")
+
+SOURCE = Path(__file__).with_name("native_kernels.cpp")
+COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+
+
+def compiler() -> str | None:
+    """$CXX, else the first of g++, c++ and clang++ on the PATH."""
+    return os.environ.get("CXX") or next(
+        (found for name in ("g++", "c++", "clang++") if (found := shutil.which(name))), None
+    )
+
+
+@functools.cache  # one build and one load per process
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernels, building them into the cache on first use; None where they cannot run."""
+    if os.environ.get("DREAMCORE_NATIVE", "1").strip().lower() in ("0", "no", "off", "false"):
+        return None
+    if not sys.platform.startswith("linux"):
+        return None  # loading it into PyTorch's own OpenMP runtime is only arranged for here
+    cxx = compiler()
+    if cxx is None:
+        log.info("No C++ compiler found: dreams on the CPU take the slower path (install g++ to speed them up).")
+        return None
+    try:
+        library = cache_dir() / "native" / f"dreamcore-kernels-{build_key(cxx)}.so"
+        if not library.exists():
+            build(cxx, library)
+        loaded = ctypes.CDLL(str(library))
+    except (OSError, subprocess.SubprocessError) as error:
+        log.warning("Could not build the fast CPU kernels (%s); dreams take the slower path.", error)
+        return None
+    if len(openmp_runtimes()) > 1:
+        # Two OpenMP runtimes would have their threads fight over the cores: slower, not faster.
+        log.warning("The fast CPU kernels loaded a second OpenMP runtime; dreams take the slower path.")
+        return None
+    pointer, size = ctypes.c_void_p, ctypes.c_int
+    loaded.dw_forward.argtypes = [pointer] * 4 + [size] * 12
+    loaded.dw_backward.argtypes = [pointer] * 6 + [size] * 12
+    loaded.dw_forward.restype = loaded.dw_backward.restype = size
+    return loaded
+
+
+def build_key(cxx: str) -> str:
+    """Changes with the source, the flags, the compiler and the CPU (the code is -march=native)."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
+    parts = [SOURCE.read_text(), " ".join(COMPILE_FLAGS), cxx, version, " ".join(sorted(cpu_flags()))]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def build(cxx: str, library: Path) -> None:
+    library.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside its final name and renamed: processes starting together never load half a file.
+    with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
+        partial = Path(scratch) / library.name
+        result = subprocess.run(
+            [cxx, *COMPILE_FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise subprocess.SubprocessError(f"{cxx} failed: {result.stderr.strip()[-500:]}")
+        os.replace(partial, library)
+    log.debug("Built %s", library)
+
+
+def openmp_runtimes() -> set[str]:
+    """The OpenMP runtimes mapped into this process (Linux)."""
+    with open("/proc/self/maps", encoding="ascii", errors="ignore") as maps:
+        return {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line or "libomp" in line}
+
+
+class FusedDepthwise:
+    """Stands in for ``MBConvBlock.depthwise_stage`` of a prepared (batch norms folded) block.
+
+    Runs the native pass for fp32 CPU tensors with frozen weights, and PyTorch's otherwise
+    (autocast, trainable weights, no compiler), which gives the same values.
+    """
+
+    def __init__(self, depthwise_conv: nn.Module, relu_input: bool) -> None:
+        self.depthwise_conv = depthwise_conv  # what PyTorch's path calls (perhaps a StridedConv2d)
+        self.conv = conv = getattr(depthwise_conv, "conv", depthwise_conv)  # the nn.Conv2d inside
+        self.relu_input = relu_input
+        channels, _, kh, kw = conv.weight.shape
+        self.taps = conv.weight.detach().reshape(channels, kh * kw).t().contiguous()  # (k*k, C): a row per tap
+        self.bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        library = native_library()
+        if library is None or not self.takes(x):
+            if self.relu_input:
+                x = F.relu6(x)
+            return F.relu6(self.depthwise_conv(x))
+        conv = self.conv
+        if hasattr(conv, "same_padding") and conv.stride[0] > 1:
+            pads = conv.same_padding(x.shape[-2], x.shape[-1])
+        else:
+            (top, left) = conv.padding
+            pads = (left, left, top, top)
+        return _FusedDepthwiseFunction.apply(x, self, pads)
+
+    def takes(self, x: torch.Tensor) -> bool:
+        conv = self.conv
+        return (
+            x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and conv.weight.dtype == torch.float32
+            and not conv.weight.requires_grad
+            and not torch.is_autocast_enabled("cpu")
+            and conv.groups == conv.in_channels == conv.out_channels
+            and conv.kernel_size[0] == conv.kernel_size[1] <= 16
+            and conv.stride[0] == conv.stride[1] <= conv.kernel_size[0]
+            and conv.dilation == (1, 1)
+            and isinstance(conv.padding, tuple)
+            and conv.padding_mode == "zeros"
+        )
+
+
+class _FusedDepthwiseFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, stage: FusedDepthwise, pads):
+        library = native_library()
+        left, right, top, bottom = pads
+        n, channels, height, width = x.shape
+        kernel, stride = stage.conv.kernel_size[0], stage.conv.stride[0]
+        out_height = (top + height + bottom - kernel) // stride + 1
+        out_width = (left + width + right - kernel) // stride + 1
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.empty((n, channels, out_height, out_width), memory_format=torch.channels_last)
+        geometry = (n, height, width, channels, kernel, stride, top, left, out_height, out_width, int(stage.relu_input))
+        threads = torch.get_num_threads()
+        if library.dw_forward(
+            x.data_ptr(), stage.taps.data_ptr(), stage.bias.data_ptr(), y.data_ptr(), *geometry, threads
+        ):
+            raise RuntimeError(f"fused depthwise kernel refused geometry {geometry}")
+        ctx.save_for_backward(x if stage.relu_input else None, y)
+        ctx.stage, ctx.geometry = stage, geometry
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        stage = ctx.stage
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        n, height, width, channels = ctx.geometry[:4]
+        masked = torch.empty_like(y)
+        grad_x = torch.empty((n, channels, height, width), memory_format=torch.channels_last)
+        failed = native_library().dw_backward(
+            x.data_ptr() if x is not None else None,
+            stage.taps.data_ptr(),
+            y.data_ptr(),
+            grad.data_ptr(),
+            masked.data_ptr(),
+            grad_x.data_ptr(),
+            *ctx.geometry,
+            torch.get_num_threads(),
+        )
+        if failed:
+            raise RuntimeError(f"fused depthwise kernel refused geometry {ctx.geometry}")
+        return grad_x, None, None
+
+
+def use_fused_depthwise(module: nn.Module) -> int:
+    """Give each EfficientNet-Lite block of ``module`` whose batch norms are folded the fused depthwise
+    step (:class:`FusedDepthwise`); returns how many. Blocks that have it already are left alone."""
+    from dreamcore.networks.efficientnet_lite import MBConvBlock
+
+    fused = 0
+    for block in module.modules():
+        if not isinstance(block, MBConvBlock) or isinstance(block.__dict__.get("depthwise_stage"), FusedDepthwise):
+            continue
+        if not isinstance(block._bn1, nn.Identity):
+            continue  # the kernel adds the convolution's bias only: its batch norm must be folded into it
+        block.depthwise_stage = FusedDepthwise(block._depthwise_conv, relu_input=block.has_expansion)
+        fused += 1
+    return fused

@@ -1,0 +1,197 @@
+"""The native depthwise kernels (dreamcore.native): built with the machine's compiler, same values as PyTorch."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import frozen_random
+
+from dreamcore import native
+from dreamcore.gradients import TiledGradient, prepare_for_speed
+from dreamcore.networks import load_network
+from dreamcore.networks.efficientnet_lite import EfficientNetLite, SameConv2d
+from dreamcore.objectives import parse
+
+needs_compiler = pytest.mark.skipif(
+    native.compiler() is None or not sys.platform.startswith("linux"),
+    reason="no C++ compiler here (./test.sh installs g++ on Debian)",
+)
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty cache, and native_library() forgetting what it loaded, before and after the test."""
+    monkeypatch.setenv("DREAMCORE_CACHE", str(tmp_path))
+    native.native_library.cache_clear()
+    yield tmp_path
+    native.native_library.cache_clear()
+
+
+def depthwise_conv(channels: int, kernel: int, stride: int, seed: int = 0) -> torch.nn.Conv2d:
+    """A frozen depthwise convolution with a bias, as prepare_for_speed leaves lite's after folding."""
+    generator = torch.Generator().manual_seed(seed)
+    conv = SameConv2d(channels, channels, kernel, stride, groups=channels)
+    conv.weight.data = torch.randn(conv.weight.shape, generator=generator) / kernel
+    conv.bias = torch.nn.Parameter(torch.randn(channels, generator=generator))
+    return conv.requires_grad_(False)
+
+
+def pytorch_stage(conv: torch.nn.Conv2d, x: torch.Tensor, relu_input: bool) -> torch.Tensor:
+    return F.relu6(conv(F.relu6(x) if relu_input else x))
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "size", "relu_input", "batch"),
+    [
+        (32, 3, 1, (20, 24), False, 1),  # lite's block0: no expansion, so no ReLU6 before
+        (48, 3, 2, (20, 24), True, 1),  # even size: asymmetric "SAME" padding (0, 1)
+        (48, 5, 2, (21, 19), True, 1),  # odd size: (2, 2)
+        (37, 5, 1, (13, 17), True, 2),  # channels past the last 16-lane vector; a batch of two
+        (16, 3, 2, (1, 9), True, 1),  # a single row
+    ],
+)
+def test_kernel_gives_pytorchs_values_and_gradients(channels, kernel, stride, size, relu_input, batch) -> None:
+    conv = depthwise_conv(channels, kernel, stride)
+    stage = native.FusedDepthwise(conv, relu_input=relu_input)
+    generator = torch.Generator().manual_seed(1)
+    # Pre-activations spread over and beyond ReLU6's range [0, 6], so both masks cut somewhere.
+    x = (3 + 4 * torch.randn(batch, channels, *size, generator=generator)).contiguous(memory_format=torch.channels_last)
+    grad_out = None
+    results = []
+    for run in (stage, lambda t: pytorch_stage(conv, t, relu_input)):
+        pixels = x.clone().requires_grad_(True)
+        y = run(pixels)
+        if grad_out is None:
+            grad_out = torch.randn(y.shape, generator=generator)
+        (grad_x,) = torch.autograd.grad(y, pixels, grad_out)
+        results.append((y, grad_x))
+    (y, grad_x), (expected_y, expected_grad_x) = results
+    assert y.shape == expected_y.shape and y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, expected_y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_x, expected_grad_x, rtol=1e-5, atol=1e-5)
+    assert 0 < int((grad_x == 0).sum()) < grad_x.numel()  # the masks did cut, and not everything
+
+
+@needs_compiler
+def test_kernel_results_do_not_depend_on_the_thread_count() -> None:
+    conv = depthwise_conv(40, 5, 2)
+    stage = native.FusedDepthwise(conv, relu_input=True)
+    x = 6 * torch.rand(1, 40, 33, 31)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for count in (1, 3):  # rows split differently; each output is still summed in one order
+            torch.set_num_threads(count)
+            pixels = x.clone().requires_grad_(True)
+            y = stage(pixels)
+            y.square().sum().backward()
+            outputs.append((y, pixels.grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
+@needs_compiler
+def test_library_is_built_once_into_the_cache_and_shares_pytorchs_openmp(fresh_build) -> None:
+    assert native.native_library() is not None
+    (built,) = (fresh_build / "native").glob("dreamcore-kernels-*.so")
+    stamp = built.stat().st_mtime_ns
+    native.native_library.cache_clear()
+    assert native.native_library() is not None  # loaded from the cache, not rebuilt
+    assert built.stat().st_mtime_ns == stamp and len(list((fresh_build / "native").iterdir())) == 1
+    # The kernels' OpenMP threads are PyTorch's: one runtime in the process.
+    assert len(native.openmp_runtimes()) == 1
+
+
+def test_without_a_working_compiler_dreams_take_pytorchs_path(fresh_build, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("CXX", "/bin/false")  # a compiler that fails
+    with caplog.at_level(logging.WARNING, logger="dreamcore"):
+        assert native.native_library() is None
+    assert "slower path" in caplog.text
+    conv = depthwise_conv(16, 3, 2)
+    x = 6 * torch.rand(1, 16, 12, 14)
+    torch.testing.assert_close(native.FusedDepthwise(conv, True)(x), pytorch_stage(conv, x, True))
+
+
+def test_native_kernels_can_be_switched_off(fresh_build, monkeypatch) -> None:
+    monkeypatch.setenv("DREAMCORE_NATIVE", "0")
+    assert native.native_library() is None
+    assert not list(fresh_build.glob("native/*"))  # nothing was built
+
+
+@needs_compiler
+def test_other_precisions_and_trainable_weights_take_pytorchs_path() -> None:
+    conv = depthwise_conv(16, 3, 1)
+    stage = native.FusedDepthwise(conv, relu_input=True)
+    x = 6 * torch.rand(1, 16, 10, 10)
+    assert stage.takes(x)
+    assert not stage.takes(x.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not stage.takes(x)
+    conv.requires_grad_(True)
+    assert not stage.takes(x)
+    pixels = x.clone().requires_grad_(True)
+    stage(pixels).sum().backward()  # the plain path keeps the weights' gradient
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+@needs_compiler
+def test_prepared_lite_networks_use_the_fused_step_with_the_same_gradient() -> None:
+    module = frozen_random(EfficientNetLite, "lite0")
+    plain_blocks = copy.deepcopy(module)
+    from dreamcore.networks import Network
+
+    def network_of(m: torch.nn.Module) -> Network:
+        return Network("lite0", m, m.stages(), [str(i) for i in range(1000)], (0.5,) * 3, (0.5,) * 3, 224)
+
+    fast, plain = network_of(module), network_of(plain_blocks)
+    prepare_for_speed(fast)
+    stages = [b.__dict__.get("depthwise_stage") for b in module._blocks]
+    assert all(isinstance(s, native.FusedDepthwise) for s in stages)
+    assert native.use_fused_depthwise(module) == 0  # idempotent
+    assert native.use_fused_depthwise(plain_blocks) == 0  # batch norms not folded: left alone
+
+    calls = []
+    original = native._FusedDepthwiseFunction.forward
+
+    def counting(ctx, *args):
+        calls.append(1)
+        return original(ctx, *args)
+
+    image = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(3))
+    gradients = []
+    for network in (plain, fast):
+        pixels = image.clone().requires_grad_(True)
+        inputs = pixels.contiguous(memory_format=torch.channels_last) if network is fast else pixels
+        if network is fast:
+            native._FusedDepthwiseFunction.forward = staticmethod(counting)
+        try:
+            network.activations(inputs, ["block9"])["block9"].square().mean().backward()
+        finally:
+            native._FusedDepthwiseFunction.forward = staticmethod(original)
+        gradients.append(pixels.grad)
+    assert len(calls) == 10  # blocks 0 to 9 ran natively
+    scale = gradients[0].abs().max()
+    torch.testing.assert_close(gradients[1] / scale, gradients[0] / scale, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
+def test_real_weights_dream_gradient_matches_pytorchs(monkeypatch) -> None:
+    """The packaged lite0 at a realistic tile: the native and PyTorch paths agree."""
+    network = load_network("lite0", "cpu")
+    gradient = TiledGradient(network, parse("block9", network.catalog), tile_size=512, precision="fp32")
+    image = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
+    image = F.interpolate(image, size=(192, 256), mode="bilinear")
+    loss, fast = gradient(image)
+    monkeypatch.setattr(native, "native_library", lambda: None)
+    plain_loss, plain = gradient(image)
+    assert math.isclose(loss, plain_loss, rel_tol=1e-5)
+    cosine = F.cosine_similarity(fast.flatten(), plain.flatten(), dim=0)
+    assert float(cosine) > 0.9999
