@@ -14,7 +14,7 @@ from tiny import frozen_random
 
 from dreamcore import native
 from dreamcore.gradients import TiledGradient, prepare_for_speed
-from dreamcore.networks import load_network
+from dreamcore.networks import Network, load_network
 from dreamcore.networks.efficientnet_lite import EfficientNetLite, SameConv2d
 from dreamcore.objectives import parse
 
@@ -146,7 +146,6 @@ def test_other_precisions_and_trainable_weights_take_pytorchs_path() -> None:
 def test_prepared_lite_networks_use_the_fused_step_with_the_same_gradient() -> None:
     module = frozen_random(EfficientNetLite, "lite0")
     plain_blocks = copy.deepcopy(module)
-    from dreamcore.networks import Network
 
     def network_of(m: torch.nn.Module) -> Network:
         return Network("lite0", m, m.stages(), [str(i) for i in range(1000)], (0.5,) * 3, (0.5,) * 3, 224)
