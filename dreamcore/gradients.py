@@ -26,7 +26,7 @@ from dreamcore.devices import (
     uses_channels_last,
 )
 from dreamcore.native import use_fused_depthwise
-from dreamcore.networks.base import Network
+from dreamcore.networks.base import Network, zero_padding
 from dreamcore.objectives import Objective
 
 
@@ -136,11 +136,7 @@ class StridedConv2d(nn.Module):
         conv = self.conv
         if not (x.requires_grad and torch.is_grad_enabled()) or conv.weight.requires_grad:
             return conv(x)
-        if hasattr(conv, "same_padding"):  # TensorFlow-style padding, which depends on the input's size
-            pads = conv.same_padding(x.shape[-2], x.shape[-1])
-        else:
-            (top, left) = conv.padding
-            pads = (left, left, top, top)
+        pads = zero_padding(conv, x.shape[-2], x.shape[-1])
         return _StridedConvolution.apply(x, conv.weight, conv.bias, pads, conv.stride, conv.groups)
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dreamcore.devices import cpu_flags
+from dreamcore.networks.base import zero_padding
 from dreamcore.networks.weights import cache_dir
 
 log = logging.getLogger("dreamcore")
@@ -120,13 +121,7 @@ class FusedDepthwise:
             if self.relu_input:
                 x = F.relu6(x)
             return F.relu6(self.depthwise_conv(x))
-        conv = self.conv
-        if hasattr(conv, "same_padding") and conv.stride[0] > 1:
-            pads = conv.same_padding(x.shape[-2], x.shape[-1])
-        else:
-            (top, left) = conv.padding
-            pads = (left, left, top, top)
-        return _FusedDepthwiseFunction.apply(x, self, pads)
+        return _FusedDepthwiseFunction.apply(x, self, zero_padding(self.conv, x.shape[-2], x.shape[-1]))
 
     def takes(self, x: torch.Tensor) -> bool:
         conv = self.conv

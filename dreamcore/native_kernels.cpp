@@ -49,7 +49,8 @@ void forward_rows(const Geometry &g, const float *x, const float *w, const float
             const int n = g.OW - ow0 < B ? g.OW - ow0 : B;
             const int left = ow0 * S - g.pl;
             float *out = y + ((size_t)oh * g.OW + ow0) * C;
-            if (n == B && left >= 0 && left + (B - 1) * S + K <= W) {  // every tap inside: no checks
+            const bool inside = n == B && left >= 0 && left + (B - 1) * S + K <= W;
+            if (inside) {  // every tap inside: no checks
                 const float *base = x + ((size_t)top * W + left) * C;
                 for (int c = 0; c < vec; c += L) {
                     vf acc[B];
@@ -68,7 +69,6 @@ void forward_rows(const Geometry &g, const float *x, const float *w, const float
                 }
                 if (vec == C) continue;
             }
-            const bool inside = n == B && left >= 0 && left + (B - 1) * S + K <= W;
             for (int j = 0; j < n && !inside; j++) {  // border pixels, a vector at a time
                 for (int c = 0; c < vec; c += L) {
                     vf acc = load(b + c);
@@ -113,16 +113,16 @@ void mask_rows(const Geometry &g, const float *gy, const float *y, float *m, int
 template <bool RELU_IN>
 void backward_rows(const Geometry &g, const float *x, const float *w, const float *m, float *gx, int r0, int r1) {
     const int C = g.C, K = g.K, S = g.S, W = g.W, vec = C / L * L;
-    int khs[16], ohs[16], kws[16], ow_at_q0[16];
+    int khs[16], ohs[16], kws[16], ow_at_q0[16];  // K <= 16, checked on entry
     for (int ih = r0; ih < r1; ih++) {
         int nh = 0;
-        for (int kh = 0; kh < K && kh < 16; kh++) {
+        for (int kh = 0; kh < K; kh++) {
             const int t = ih + g.pt - kh;
             if (t >= 0 && t % S == 0 && t / S < g.OH) khs[nh] = kh, ohs[nh++] = t / S;
         }
         for (int r = 0; r < S && r < W; r++) {
             int nw = 0;
-            for (int kw = 0; kw < K && kw < 16; kw++) {
+            for (int kw = 0; kw < K; kw++) {
                 const int u = r + g.pl - kw;  // (u + S*q) / S is the output column of pixel q
                 if (((u % S) + S) % S == 0) kws[nw] = kw, ow_at_q0[nw++] = u >= 0 ? u / S : -((-u) / S);
             }

@@ -18,6 +18,18 @@ from torch import nn
 from dreamcore.errors import UnknownNameError
 
 
+def zero_padding(conv: nn.Conv2d, height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom): the zeros ``conv`` puts around an input of this size, as F.pad takes them.
+
+    Strided convolutions with a ``same_padding`` method pad like TensorFlow's "SAME", which depends on
+    the input's size (EfficientNet-Lite); the others use their own symmetric ``padding``.
+    """
+    if conv.stride[0] > 1 and hasattr(conv, "same_padding"):
+        return conv.same_padding(height, width)
+    (top, left) = conv.padding
+    return (left, left, top, top)
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer a user can dream with."""
