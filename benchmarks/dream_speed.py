@@ -7,16 +7,14 @@ Prints seconds, seconds per iteration and the median speed-up over alternated ru
 are noisy), similarity figures between the outputs (SSIM on luminance), and the peak resident memory
 of dreaming a 4096x4096 image in a fresh process.
 
-The plain reference runs in a process of its own, beside this one and in turn with it: the fast path
-tunes the C library's allocator for the whole process, which a plain implementation would not have.
-The same reference code also runs in this process (reference-shared), so both figures are printed.
+Each contender (the plain reference, the engine, and two variants for comparison) runs in a process
+of its own and they take turns: memory one has shaped (the heap, the C library's allocator settings)
+never slows or speeds another.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import functools
 import json
 import resource
 import statistics
@@ -35,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import reference_gradient
 
 from dreamcore.api import resolve
+from dreamcore.devices import autocast_dtype, keep_tile_buffers_in_heap
 from dreamcore.gradients import TiledGradient
 from dreamcore.images import to_image, to_tensor
 from dreamcore.networks import load_network
@@ -121,24 +120,43 @@ class Workload:
         return time.perf_counter() - started, out
 
 
-def reference_child(size: str, device: str, output: Path) -> None:
-    """The plain reference in a process of its own, so it runs with the C library's default allocator
-    (the fast path tunes it process-wide, see dreamcore.devices.keep_tile_buffers_in_heap). Dreams once
-    per line on stdin; answers each with the seconds taken, and leaves the last output in ``output``."""
+CONTENDERS = {
+    "reference": "the plain version (fp32, whole network, a hook, no tiling), with the C library's default allocator",
+    "reference-tuned": "the same code after the allocator tuning the fast path makes for its whole process",
+    "fast": "the engine: dreamcore's TiledGradient, as the command line and the bot run it",
+    "fast-bf16": "the engine forced to bfloat16 autocast",
+}
+
+
+def contender_gradient(name: str, network, settings):
+    objective = parse(settings.objective, network.catalog)
+    if name.startswith("reference"):
+        if name == "reference-tuned":
+            keep_tile_buffers_in_heap()
+        return reference_gradient(network, objective)
+    precision = "bf16" if name == "fast-bf16" else "auto"
+    return TiledGradient(network, objective, tile_size=settings.tile_size, precision=precision)
+
+
+def contender_child(name: str, size: str, device: str, output: Path) -> None:
+    """One contender in a process of its own, so that none runs in memory another has shaped (the
+    reference's whole-image buffers fragment the heap the fast path reuses for its tiles, and the fast
+    path tunes the C library's allocator for the whole process, which a plain program would not have).
+    Dreams once per line on stdin; answers each with the seconds taken, and leaves the output in ``output``."""
     workload = Workload(size, torch.device(device))
     network = load_network(workload.settings.network, device)
-    gradient = reference_gradient(network, parse(workload.settings.objective, network.catalog))
+    gradient = contender_gradient(name, network, workload.settings)
     for _line in sys.stdin:
         seconds, out = workload.dream(gradient)
         torch.save(out.cpu(), output)
-        print(json.dumps({"seconds": seconds}), flush=True)
+        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
-class ReferenceProcess:
-    def __init__(self, size: str, device: str, output: Path) -> None:
+class ContenderProcess:
+    def __init__(self, name: str, size: str, device: str, output: Path) -> None:
         self.output = output
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--reference-child", str(output), "--size", size, "--device", device],
+            [sys.executable, __file__, "--contender-child", name, str(output), "--size", size, "--device", device],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -149,8 +167,10 @@ class ReferenceProcess:
         self.process.stdin.flush()
         answer = self.process.stdout.readline()
         if not answer:
-            raise SystemExit("The reference's process ended early; see its error above.")
-        return json.loads(answer)["seconds"], torch.load(self.output)
+            raise SystemExit("A contender's process ended early; see its error above.")
+        answer = json.loads(answer)
+        self.peak_rss_mb = answer["peak_rss_mb"]
+        return answer["seconds"], torch.load(self.output)
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -166,57 +186,49 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="folder to write the outputs to, for a look")
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine), cuda or mps")
     parser.add_argument("--big-child", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--reference-child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--contender-child", nargs=2, metavar=("NAME", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.big_child:
         big_image_run(args.big_child, args.device)
         return
-    if args.reference_child:
-        reference_child(args.size, args.device, args.reference_child)
+    if args.contender_child:
+        name, output = args.contender_child
+        contender_child(name, args.size, args.device, Path(output))
         return
     device = torch.device(args.device)
 
     workload = Workload(args.size, device)
     settings, original, steps = workload.settings, workload.original, workload.steps
-    network = load_network(settings.network, device)
-    shared_network = copy.deepcopy(network)  # before the fast path folds and re-lays the cached one
-    objective = parse(settings.objective, network.catalog)
-    gradients = {
-        "reference-shared": reference_gradient(shared_network, parse(settings.objective, shared_network.catalog)),
-        "fast": TiledGradient(network, objective, tile_size=settings.tile_size),
-        "fast-bf16": TiledGradient(network, objective, tile_size=settings.tile_size, precision="bf16"),
-    }
+    fast_precision = autocast_dtype(device, "auto")
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.size}, "
         f"network {settings.network}, objective {settings.objective}, {settings.octaves} octaves x "
-        f"{settings.iterations} iterations, fast precision {gradients['fast'].dtype or 'fp32'} (auto), "
-        f"device {device}"
+        f"{settings.iterations} iterations, fast precision {fast_precision or 'fp32'} (auto), device {device}"
     )
-    print(
-        "reference: the plain version in its own process; reference-shared: the same code in this process,\n"
-        "after the fast path tuned the allocator for its tiles (which helps the reference's smaller buffers too)"
-    )
+    print("each in a process of its own, taking turns:")
+    for name, description in CONTENDERS.items():
+        print(f"  {name:>16}: {description}")
 
     with tempfile.TemporaryDirectory() as scratch:
-        reference = ReferenceProcess(args.size, args.device, Path(scratch) / "reference.pt")
-        contenders = {"reference": reference.dream} | {
-            name: functools.partial(workload.dream, gradient) for name, gradient in gradients.items()
+        processes = {
+            name: ContenderProcess(name, args.size, args.device, Path(scratch) / f"{name}.pt") for name in CONTENDERS
         }
-        contenders["fast"]()  # warm-up: one-time preparation and allocator growth are not what we measure
-        reference.dream()
-        order = list(contenders)
+        for process in processes.values():
+            process.dream()  # warm-up: one-time preparation and allocator growth are not what we measure
+        order = list(processes)
         times: dict[str, list[float]] = {name: [] for name in order}
         outputs: dict[str, torch.Tensor] = {}
         for round_number in range(args.rounds):
             for name in order if round_number % 2 == 0 else order[::-1]:
-                seconds, outputs[name] = contenders[name]()
+                seconds, outputs[name] = processes[name].dream()
                 times[name].append(seconds)
             print(f"  round {round_number + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in order))
-        reference.close()
+        for process in processes.values():
+            process.close()
 
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:>16}: {median:.2f} s median, {median / steps * 1000:.0f} ms per iteration")
+        print(f"  {name:>16}: {median:.2f} s median, {median / steps * 1000:.0f} ms per iteration")
 
     def speed_up(slow: str, fast: str) -> str:
         ratios = [a / b for a, b in zip(times[slow], times[fast], strict=True)]
@@ -226,15 +238,15 @@ def main() -> None:
         )
 
     print(f"speed-up, fast over reference (the target's figure): {speed_up('reference', 'fast')}")
-    print(f"speed-up, fast over reference-shared:                {speed_up('reference-shared', 'fast')}")
+    print(f"speed-up, fast over reference-tuned:                 {speed_up('reference-tuned', 'fast')}")
     print(f"speed-up, fast-bf16 over reference:                  {speed_up('reference', 'fast-bf16')}")
-    outputs["reference"] = outputs["reference"].to(device)
+    outputs = {name: out.to(device) for name, out in outputs.items()}
 
     def quarter(image: torch.Tensor) -> torch.Tensor:
         return F.interpolate(image, scale_factor=0.25, mode="area")
 
     print("similarity to the reference output (SSIM, 1 = identical; full size / at 1/4 size, the overall look):")
-    for name in ("fast", "fast-bf16", "reference-shared"):
+    for name in ("fast", "fast-bf16", "reference-tuned"):
         print(
             f"  {name:>16}: {ssim(outputs[name], outputs['reference']):.3f} / "
             f"{ssim(quarter(outputs[name]), quarter(outputs['reference'])):.3f}"
@@ -243,7 +255,7 @@ def main() -> None:
         f"  for scale, the input photo vs the reference output: {ssim(original, outputs['reference']):.3f} / "
         f"{ssim(quarter(original), quarter(outputs['reference'])):.3f}"
     )
-    print(f"peak RSS of this process: {peak_rss_mb():.0f} MB")
+    print("peak RSS: " + ", ".join(f"{name} {process.peak_rss_mb:.0f} MB" for name, process in processes.items()))
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         for name, out in outputs.items():

@@ -4,6 +4,7 @@
 // passes over the block's widest activation; this reads it once each way, which is what counts on a
 // CPU whose time goes into moving memory. Built and loaded by dreamcore/native.py with the C++
 // compiler at hand (-march=native); its threads are PyTorch's own.
+// Also the overlap-add behind an image stem's input gradient (see overlap_add_rows).
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -184,6 +185,55 @@ void backward_rows(const Geometry &g, const float *x, const float *w, const floa
     }
 }
 
+// gx[c, ih, iw] = sum over the taps (kh, kw) of a stride-S window that reached (ih, iw) of
+// cols[(c*K + kh)*K + kw, oh, ow]: the overlap-add that turns per-tap gradients (one matrix product,
+// done by the caller) into an image's gradient. Planar layout; rows are (c, ih) pairs. Input columns
+// are taken in residue classes iw = r + S*q, which read each tap's plane at consecutive columns.
+void overlap_add_rows(const Geometry &g, const float *cols, float *gx, float *scratch, int r0, int r1) {
+    const int K = g.K, S = g.S, W = g.W, OW = g.OW;
+    const int Q = (W + S - 1) / S;  // pixels in the widest residue class
+    const float *plane[256];
+    int offset[256];
+    for (int row = r0; row < r1; row++) {
+        const int c = row / g.H, ih = row % g.H;
+        float *out = gx + (size_t)row * W;
+        for (int r = 0; r < S && r < W; r++) {
+            int taps = 0, qlo = 0, qhi = Q;  // [qlo, qhi): q whose every tap is inside the output
+            for (int kh = 0; kh < K; kh++) {
+                const int t = ih + g.pt - kh;
+                if (t < 0 || t % S || t / S >= g.OH) continue;
+                for (int kw = 0; kw < K; kw++) {
+                    const int u = r + g.pl - kw;
+                    if (((u % S) + S) % S) continue;
+                    const int d = u >= 0 ? u / S : -((-u) / S);  // the output column is q + d
+                    plane[taps] = cols + (((size_t)c * K + kh) * K + kw) * g.OH * OW + (size_t)(t / S) * OW;
+                    offset[taps++] = d;
+                    qlo = qlo > -d ? qlo : -d;
+                    qhi = qhi < OW - d ? qhi : OW - d;
+                }
+            }
+            float *sums = scratch;  // this class's values, interleaved into the row below
+            const int count = (W - r + S - 1) / S;
+            for (int q = 0; q < count; q++) {
+                if (q >= qlo && q + L <= qhi && q + L <= count) {  // a whole vector, every tap inside
+                    vf acc = {};
+                    for (int i = 0; i < taps; i++) acc += load(plane[i] + q + offset[i]);
+                    store(sums + q, acc);
+                    q += L - 1;
+                    continue;
+                }
+                float acc = 0.f;
+                for (int i = 0; i < taps; i++) {
+                    const int ow = q + offset[i];
+                    if (ow >= 0 && ow < OW) acc += plane[i][q + offset[i]];
+                }
+                sums[q] = acc;
+            }
+            for (int q = 0; q < count; q++) out[r + S * q] = sums[q];
+        }
+    }
+}
+
 // Runs body(r0, r1) over [0, rows) in contiguous parts on `threads` OpenMP threads: PyTorch's own,
 // since its libgomp is the one already loaded (a second runtime's threads would fight its spinning ones).
 template <typename Body>
@@ -224,6 +274,22 @@ int dw_backward(const float *x, const float *w, const float *y, const float *gy,
         parallel_rows(H, threads, [&](int r0, int r1) {
             relu_in ? backward_rows<true>(g, x + in, w, m + out, gx + in, r0, r1)
                     : backward_rows<false>(g, x + in, w, m + out, gx + in, r0, r1);
+        });
+    }
+    return 0;
+}
+
+// cols: (C*K*K, OH, OW) per image; gx: (C, H, W) per image. C*K*K <= 256, W <= 16384.
+int overlap_add(const float *cols, float *gx, int N, int C, int H, int W, int K, int S, int pt, int pl, int OH, int OW,
+                int threads) {
+    if (K < 1 || S < 1 || C * K * K > 256 || W > 16384 || threads < 1) return 1;
+    const Geometry g{H, W, C, K, S, pt, pl, OH, OW};
+    for (int n = 0; n < N; n++) {
+        const float *cn = cols + (size_t)n * C * K * K * OH * OW;
+        float *gn = gx + (size_t)n * C * H * W;
+        parallel_rows(C * H, threads, [&](int r0, int r1) {
+            float scratch[16384 + L];
+            overlap_add_rows(g, cn, gn, scratch, r0, r1);
         });
     }
     return 0;

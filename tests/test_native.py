@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tiny import frozen_random
 
 from dreamcore import native
-from dreamcore.gradients import TiledGradient, prepare_for_speed
+from dreamcore.gradients import StridedConv2d, TiledGradient, prepare_for_speed
 from dreamcore.networks import Network, load_network
 from dreamcore.networks.efficientnet_lite import EfficientNetLite, SameConv2d
 from dreamcore.objectives import parse
@@ -140,6 +140,58 @@ def test_other_precisions_and_trainable_weights_take_pytorchs_path() -> None:
     pixels = x.clone().requires_grad_(True)
     stage(pixels).sum().backward()  # the plain path keeps the weights' gradient
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    ("channels", "kernel", "stride", "size", "pads", "batch", "layout"),
+    [
+        (3, 3, 2, (40, 56), (0, 1, 0, 1), 1, torch.channels_last),  # lite's stem, "SAME" on an even size
+        (3, 3, 2, (37, 51), (1, 1, 1, 1), 2, torch.contiguous_format),  # odd size; a batch of two
+        (3, 7, 2, (30, 34), (3, 3, 3, 3), 1, torch.channels_last),  # GoogLeNet's stem
+        (1, 5, 3, (20, 33), (2, 1, 0, 2), 1, torch.contiguous_format),  # stride 3, lopsided pads
+        (4, 3, 1, (9, 40), (1, 1, 1, 1), 1, torch.channels_last),  # unstrided, vectors and a tail
+    ],
+)
+def test_overlap_add_gives_pytorchs_input_gradient(channels, kernel, stride, size, pads, batch, layout) -> None:
+    generator = torch.Generator().manual_seed(1)
+    left, right, top, bottom = pads
+    height, width = size
+    weight = torch.randn(8, channels, kernel, kernel, generator=generator)
+    padded = torch.zeros(batch, channels, top + height + bottom, left + width + right, requires_grad=True)
+    out = F.conv2d(padded, weight, None, stride)
+    grad = torch.randn(out.shape, generator=generator).contiguous(memory_format=layout)
+    (expected,) = torch.autograd.grad(out, padded, grad)
+    got = native.overlap_add_input_gradient(grad, weight, size, pads, (stride, stride))
+    torch.testing.assert_close(got, expected[:, :, top : top + height, left : left + width], rtol=1e-5, atol=1e-5)
+
+
+@needs_compiler
+def test_strided_stem_backward_takes_the_overlap_add_and_falls_back_without_it(monkeypatch) -> None:
+    conv = SameConv2d(3, 16, 3, stride=2).requires_grad_(False)
+    torch.nn.init.normal_(conv.weight)
+    stem = StridedConv2d(conv)
+    image = torch.rand(1, 3, 33, 48, generator=torch.Generator().manual_seed(2))
+    grad = torch.randn(1, 16, 17, 24, generator=torch.Generator().manual_seed(3))
+    calls = []
+    original = native.overlap_add_input_gradient
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    results = []
+    for library in (native.native_library, lambda: None):
+        monkeypatch.setattr(native, "native_library", library)
+        monkeypatch.setattr("dreamcore.gradients.overlap_add_input_gradient", counting)
+        pixels = image.clone().requires_grad_(True)
+        (result,) = torch.autograd.grad(stem(pixels), pixels, grad)
+        results.append(result)
+    assert len(calls) == 2  # asked both times; the second had no library and PyTorch's path ran
+    pixels = image.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(conv(pixels), pixels, grad)
+    for result in results:
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_compiler
