@@ -1,8 +1,9 @@
 """EfficientNet-Lite's depthwise step as one native pass on CPUs: speed work beside the network.
 
-An inverted-residual block spends most of its time moving its widest activation through memory, and
-ReLU6 of the expansion, "SAME" padding, the depthwise convolution and ReLU6 are four passes forward
-and as many back in PyTorch; :class:`FusedDepthwise` runs them as one pass each way. An image stem's
+An inverted-residual block spends most of its time moving its widest activation through memory: the
+expansion (1x1 convolution), ReLU6, "SAME" padding, the depthwise convolution and ReLU6 write and
+read it six times forward and as many back in PyTorch; :class:`FusedDepthwise` runs them as one
+pass each way, in which the expansion never leaves the core's cache. An image stem's
 input gradient (:func:`overlap_add_input_gradient`) is a matrix product and one native pass.
 
 ``native_kernels.cpp`` is compiled on first use with the machine's C++ compiler (``-march=native``,
@@ -68,8 +69,8 @@ def native_library() -> ctypes.CDLL | None:
         log.warning("The fast CPU kernels loaded a second OpenMP runtime; dreams take the slower path.")
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int
-    loaded.dw_forward.argtypes = [pointer] * 4 + [size] * 12
-    loaded.dw_backward.argtypes = [pointer] * 6 + [size] * 12
+    loaded.dw_forward.argtypes = [pointer, size, pointer, pointer, size] + [pointer] * 4 + [size] * 11
+    loaded.dw_backward.argtypes = [pointer] * 6 + [size] * 2 + [pointer] * 2 + [size] * 11
     loaded.overlap_add.argtypes = [pointer] * 2 + [size] * 11
     loaded.dw_forward.restype = loaded.dw_backward.restype = loaded.overlap_add.restype = size
     return loaded
@@ -103,30 +104,51 @@ def openmp_runtimes() -> set[str]:
 
 
 class FusedDepthwise:
-    """Stands in for ``MBConvBlock.depthwise_stage`` of a prepared (batch norms folded) block.
+    """Stands in for ``MBConvBlock.expand_and_depthwise`` of a prepared (batch norms folded) block.
 
     Runs the native pass for fp32 CPU tensors with frozen weights, and PyTorch's otherwise
-    (autocast, trainable weights, no compiler), which gives the same values.
+    (autocast, trainable weights, no compiler), which gives the same values. With a small expansion
+    (its weight fits a core's L1 cache: lite's early, wide blocks), the native pass expands only the
+    few rows a window needs, so the block's widest activation is never written to memory; it keeps
+    one byte per value of where the expansion's ReLU6 passes gradient. A larger expansion is a
+    matrix product PyTorch (oneDNN) does better; then only its ReLU6 is part of the native pass.
     """
 
-    def __init__(self, depthwise_conv: nn.Module, relu_input: bool) -> None:
+    def __init__(
+        self, depthwise_conv: nn.Module, expand_conv: nn.Conv2d | None = None, *, expand_natively: bool | None = None
+    ) -> None:
         self.depthwise_conv = depthwise_conv  # what PyTorch's path calls (perhaps a StridedConv2d)
         self.conv = conv = getattr(depthwise_conv, "conv", depthwise_conv)  # the nn.Conv2d inside
-        self.relu_input = relu_input
+        self.expand_conv = expand_conv
+        if expand_natively is None:
+            expand_natively = expand_conv is not None and expand_conv.weight.numel() * 4 <= 32 << 10
+        self.native_expansion = expand_conv is not None and expand_natively
+        self.relu_input = expand_conv is not None and not expand_natively  # the expansion's ReLU6, on reading
         channels, _, kh, kw = conv.weight.shape
         self.taps = conv.weight.detach().reshape(channels, kh * kw).t().contiguous()  # (k*k, C): a row per tap
         self.bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels)
+        if self.native_expansion:
+            expansion = expand_conv.weight.detach().reshape(channels, -1)  # (C, Cin)
+            self.channels_in = expansion.shape[1]
+            self.expansion = expansion.t().contiguous()  # (Cin, C): a row per input channel
+            padded = -(-self.channels_in // 16) * 16  # the backward pass's rows, in whole 16-lane vectors
+            self.expansion_transposed = F.pad(expansion, (0, padded - self.channels_in)).contiguous()
+            self.expansion_bias = (
+                expand_conv.bias.detach() if expand_conv.bias is not None else torch.zeros(channels)
+            ).contiguous()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         library = native_library()
         if library is None or not self.takes(x):
-            if self.relu_input:
-                x = F.relu6(x)
+            if self.expand_conv is not None:
+                x = F.relu6(self.expand_conv(x))
             return F.relu6(self.depthwise_conv(x))
+        if self.relu_input:
+            x = self.expand_conv(x)
         return _FusedDepthwiseFunction.apply(x, self, zero_padding(self.conv, x.shape[-2], x.shape[-1]))
 
     def takes(self, x: torch.Tensor) -> bool:
-        conv = self.conv
+        conv, expand = self.conv, self.expand_conv
         return (
             x.device.type == "cpu"
             and x.dtype == torch.float32
@@ -140,6 +162,18 @@ class FusedDepthwise:
             and conv.dilation == (1, 1)
             and isinstance(conv.padding, tuple)
             and conv.padding_mode == "zeros"
+            and (
+                not self.native_expansion
+                or (
+                    expand.weight.dtype == torch.float32
+                    and not expand.weight.requires_grad
+                    and expand.kernel_size == (1, 1)
+                    and expand.stride == (1, 1)
+                    and expand.padding == (0, 0)
+                    and expand.groups == 1
+                    and conv.in_channels % 16 == 0
+                )
+            )
         )
 
 
@@ -148,36 +182,56 @@ class _FusedDepthwiseFunction(torch.autograd.Function):
     def forward(ctx, x, stage: FusedDepthwise, pads):
         library = native_library()
         left, right, top, bottom = pads
-        n, channels, height, width = x.shape
+        n, _, height, width = x.shape
+        channels = stage.conv.out_channels
         kernel, stride = stage.conv.kernel_size[0], stage.conv.stride[0]
         out_height = (top + height + bottom - kernel) // stride + 1
         out_width = (left + width + right - kernel) // stride + 1
         x = x.contiguous(memory_format=torch.channels_last)
         y = torch.empty((n, channels, out_height, out_width), memory_format=torch.channels_last)
-        geometry = (n, height, width, channels, kernel, stride, top, left, out_height, out_width, int(stage.relu_input))
-        threads = torch.get_num_threads()
-        if library.dw_forward(
-            x.data_ptr(), stage.taps.data_ptr(), stage.bias.data_ptr(), y.data_ptr(), *geometry, threads
-        ):
+        expanding = stage.native_expansion
+        # Where the expansion's ReLU6 passes gradient, a byte per value: what the backward pass needs of it.
+        mask = torch.empty((n, height, width, channels), dtype=torch.uint8) if expanding else None
+        geometry = (n, height, width, channels, kernel, stride, top, left, out_height, out_width)
+        failed = library.dw_forward(
+            x.data_ptr(),
+            stage.channels_in if expanding else 0,
+            stage.expansion.data_ptr() if expanding else None,
+            stage.expansion_bias.data_ptr() if expanding else None,
+            int(stage.relu_input),
+            stage.taps.data_ptr(),
+            stage.bias.data_ptr(),
+            y.data_ptr(),
+            mask.data_ptr() if expanding else None,
+            *geometry,
+            torch.get_num_threads(),
+        )
+        if failed:
             raise RuntimeError(f"fused depthwise kernel refused geometry {geometry}")
-        ctx.save_for_backward(x if stage.relu_input else None, y)
+        ctx.save_for_backward(x if stage.relu_input else None, y, mask)
         ctx.stage, ctx.geometry = stage, geometry
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        x, y = ctx.saved_tensors
+        x, y, mask = ctx.saved_tensors
         stage = ctx.stage
+        expanding = stage.native_expansion
         grad = grad.contiguous(memory_format=torch.channels_last)
         n, height, width, channels = ctx.geometry[:4]
         masked = torch.empty_like(y)
-        grad_x = torch.empty((n, channels, height, width), memory_format=torch.channels_last)
+        channels_in = stage.channels_in if expanding else channels
+        grad_x = torch.empty((n, channels_in, height, width), memory_format=torch.channels_last)
         failed = native_library().dw_backward(
             x.data_ptr() if x is not None else None,
             stage.taps.data_ptr(),
             y.data_ptr(),
             grad.data_ptr(),
             masked.data_ptr(),
+            stage.expansion_transposed.data_ptr() if expanding else None,
+            stage.expansion_transposed.shape[1] if expanding else 0,
+            channels_in,
+            mask.data_ptr() if expanding else None,
             grad_x.data_ptr(),
             *ctx.geometry,
             torch.get_num_threads(),
@@ -234,16 +288,17 @@ def overlap_add_input_gradient(
 
 
 def use_fused_depthwise(module: nn.Module) -> int:
-    """Give each EfficientNet-Lite block of ``module`` whose batch norms are folded the fused depthwise
-    step (:class:`FusedDepthwise`); returns how many. Blocks that have it already are left alone."""
+    """Give each EfficientNet-Lite block of ``module`` whose batch norms are folded the fused expansion
+    and depthwise step (:class:`FusedDepthwise`); returns how many. Blocks that have it are left alone."""
     from dreamcore.networks.efficientnet_lite import MBConvBlock
 
     fused = 0
     for block in module.modules():
-        if not isinstance(block, MBConvBlock) or isinstance(block.__dict__.get("depthwise_stage"), FusedDepthwise):
+        if not isinstance(block, MBConvBlock) or isinstance(block.__dict__.get("expand_and_depthwise"), FusedDepthwise):
             continue
-        if not isinstance(block._bn1, nn.Identity):
-            continue  # the kernel adds the convolution's bias only: its batch norm must be folded into it
-        block.depthwise_stage = FusedDepthwise(block._depthwise_conv, relu_input=block.has_expansion)
+        if not isinstance(block._bn1, nn.Identity) or (block.has_expansion and not isinstance(block._bn0, nn.Identity)):
+            continue  # the kernel adds the convolutions' biases only: their batch norms must be folded into them
+        expand_conv = block._expand_conv if block.has_expansion else None
+        block.expand_and_depthwise = FusedDepthwise(block._depthwise_conv, expand_conv)
         fused += 1
     return fused

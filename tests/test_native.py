@@ -42,30 +42,50 @@ def depthwise_conv(channels: int, kernel: int, stride: int, seed: int = 0) -> to
     return conv.requires_grad_(False)
 
 
-def pytorch_stage(conv: torch.nn.Conv2d, x: torch.Tensor, relu_input: bool) -> torch.Tensor:
-    return F.relu6(conv(F.relu6(x) if relu_input else x))
+def expand_conv(channels_in: int, channels: int, seed: int = 0) -> torch.nn.Conv2d:
+    """A frozen 1x1 expansion with a bias, as prepare_for_speed leaves lite's after folding."""
+    generator = torch.Generator().manual_seed(seed)
+    conv = SameConv2d(channels_in, channels, 1)
+    conv.weight.data = torch.randn(conv.weight.shape, generator=generator) * 2 / channels_in**0.5
+    conv.bias = torch.nn.Parameter(3 + torch.randn(channels, generator=generator))
+    return conv.requires_grad_(False)
+
+
+def pytorch_stage(conv: torch.nn.Conv2d, x: torch.Tensor, expand: torch.nn.Conv2d | None = None) -> torch.Tensor:
+    return F.relu6(conv(F.relu6(expand(x)) if expand is not None else x))
 
 
 @needs_compiler
 @pytest.mark.parametrize(
-    ("channels", "kernel", "stride", "size", "relu_input", "batch"),
+    ("channels", "kernel", "stride", "size", "channels_in", "expand_natively", "batch"),
     [
-        (32, 3, 1, (20, 24), False, 1),  # lite's block0: no expansion, so no ReLU6 before
-        (48, 3, 2, (20, 24), True, 1),  # even size: asymmetric "SAME" padding (0, 1)
-        (48, 5, 2, (21, 19), True, 1),  # odd size: (2, 2)
-        (37, 5, 1, (13, 17), True, 2),  # channels past the last 16-lane vector; a batch of two
-        (16, 3, 2, (1, 9), True, 1),  # a single row
+        (32, 3, 1, (20, 24), None, None, 1),  # lite's block0: no expansion
+        (48, 3, 2, (20, 24), 16, True, 1),  # even size: asymmetric "SAME" padding (0, 1)
+        (48, 3, 2, (20, 24), 16, False, 1),  # the same with the expansion in PyTorch, its ReLU6 native
+        (48, 5, 2, (21, 19), 24, True, 1),  # odd size: (2, 2); input channels past a whole vector
+        (48, 5, 2, (21, 19), 24, False, 1),
+        (37, 5, 1, (13, 17), None, None, 2),  # channels past the last 16-lane vector; a batch of two
+        (37, 5, 1, (13, 17), 8, False, 2),
+        (80, 5, 1, (13, 17), 40, True, 2),  # unstrided with expansion; a batch of two
+        (16, 3, 2, (1, 9), 5, True, 1),  # a single row; fewer input channels than lanes
+        (96, 3, 1, (7, 30), 112, True, 1),  # more input channels than expanded ones
     ],
 )
-def test_kernel_gives_pytorchs_values_and_gradients(channels, kernel, stride, size, relu_input, batch) -> None:
+def test_kernel_gives_pytorchs_values_and_gradients(
+    channels, kernel, stride, size, channels_in, expand_natively, batch
+) -> None:
     conv = depthwise_conv(channels, kernel, stride)
-    stage = native.FusedDepthwise(conv, relu_input=relu_input)
+    expand = expand_conv(channels_in, channels) if channels_in else None
+    stage = native.FusedDepthwise(conv, expand, expand_natively=expand_natively)
+    assert stage.native_expansion == bool(expand_natively) and stage.relu_input == (expand_natively is False)
     generator = torch.Generator().manual_seed(1)
     # Pre-activations spread over and beyond ReLU6's range [0, 6], so both masks cut somewhere.
-    x = (3 + 4 * torch.randn(batch, channels, *size, generator=generator)).contiguous(memory_format=torch.channels_last)
+    x = (torch.randn(batch, channels_in or channels, *size, generator=generator) * (1 if expand else 4) + 3).contiguous(
+        memory_format=torch.channels_last
+    )
     grad_out = None
     results = []
-    for run in (stage, lambda t: pytorch_stage(conv, t, relu_input)):
+    for run in (stage, lambda t: pytorch_stage(conv, t, expand)):
         pixels = x.clone().requires_grad_(True)
         y = run(pixels)
         if grad_out is None:
@@ -74,16 +94,23 @@ def test_kernel_gives_pytorchs_values_and_gradients(channels, kernel, stride, si
         results.append((y, grad_x))
     (y, grad_x), (expected_y, expected_grad_x) = results
     assert y.shape == expected_y.shape and y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, expected_y, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad_x, expected_grad_x, rtol=1e-5, atol=1e-5)
-    assert 0 < int((grad_x == 0).sum()) < grad_x.numel()  # the masks did cut, and not everything
+    torch.testing.assert_close(y, expected_y, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad_x, expected_grad_x, rtol=1e-4, atol=1e-4)
+    if expand is None:
+        assert 0 < int((grad_x == 0).sum()) < grad_x.numel()  # the mask did cut, and not everything
+    else:  # both ReLU6 masks cut somewhere, and not everywhere
+        expanded = expand(x)
+        assert 0 < int(((expanded > 0) & (expanded < 6)).sum()) < expanded.numel()
+        assert 0 < int(((expected_y > 0) & (expected_y < 6)).sum()) < expected_y.numel()
 
 
 @needs_compiler
-def test_kernel_results_do_not_depend_on_the_thread_count() -> None:
-    conv = depthwise_conv(40, 5, 2)
-    stage = native.FusedDepthwise(conv, relu_input=True)
-    x = 6 * torch.rand(1, 40, 33, 31)
+@pytest.mark.parametrize("channels_in", [None, 24])
+def test_kernel_results_do_not_depend_on_the_thread_count(channels_in) -> None:
+    conv = depthwise_conv(48, 5, 2)
+    expand = expand_conv(channels_in, 48) if channels_in else None
+    stage = native.FusedDepthwise(conv, expand)
+    x = 6 * torch.rand(1, channels_in or 48, 33, 31)
     threads = torch.get_num_threads()
     outputs = []
     try:
@@ -115,9 +142,9 @@ def test_without_a_working_compiler_dreams_take_pytorchs_path(fresh_build, monke
     with caplog.at_level(logging.WARNING, logger="dreamcore"):
         assert native.native_library() is None
     assert "slower path" in caplog.text
-    conv = depthwise_conv(16, 3, 2)
-    x = 6 * torch.rand(1, 16, 12, 14)
-    torch.testing.assert_close(native.FusedDepthwise(conv, True)(x), pytorch_stage(conv, x, True))
+    conv, expand = depthwise_conv(16, 3, 2), expand_conv(8, 16)
+    x = torch.rand(1, 8, 12, 14)
+    torch.testing.assert_close(native.FusedDepthwise(conv, expand)(x), pytorch_stage(conv, x, expand))
 
 
 def test_native_kernels_can_be_switched_off(fresh_build, monkeypatch) -> None:
@@ -128,18 +155,20 @@ def test_native_kernels_can_be_switched_off(fresh_build, monkeypatch) -> None:
 
 @needs_compiler
 def test_other_precisions_and_trainable_weights_take_pytorchs_path() -> None:
-    conv = depthwise_conv(16, 3, 1)
-    stage = native.FusedDepthwise(conv, relu_input=True)
-    x = 6 * torch.rand(1, 16, 10, 10)
+    conv, expand = depthwise_conv(16, 3, 1), expand_conv(8, 16)
+    stage = native.FusedDepthwise(conv, expand)
+    x = torch.rand(1, 8, 10, 10)
     assert stage.takes(x)
     assert not stage.takes(x.double())
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not stage.takes(x)
-    conv.requires_grad_(True)
-    assert not stage.takes(x)
-    pixels = x.clone().requires_grad_(True)
-    stage(pixels).sum().backward()  # the plain path keeps the weights' gradient
-    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    for trainable in (expand, conv):
+        trainable.requires_grad_(True)
+        assert not stage.takes(x)
+        pixels = x.clone().requires_grad_(True)
+        stage(pixels).sum().backward()  # the plain path keeps the weights' gradient
+        assert trainable.weight.grad is not None and trainable.weight.grad.abs().sum() > 0
+        trainable.requires_grad_(False)
 
 
 @needs_compiler
@@ -204,8 +233,11 @@ def test_prepared_lite_networks_use_the_fused_step_with_the_same_gradient() -> N
 
     fast, plain = network_of(module), network_of(plain_blocks)
     prepare_for_speed(fast)
-    stages = [b.__dict__.get("depthwise_stage") for b in module._blocks]
+    stages = [b.__dict__.get("expand_and_depthwise") for b in module._blocks]
     assert all(isinstance(s, native.FusedDepthwise) for s in stages)
+    # Expansions whose weight fits a core's L1 cache (blocks 1 to 3) run inside the native pass.
+    assert [s.native_expansion for s in stages[:6]] == [False, True, True, True, False, False]
+    assert [s.relu_input for s in stages[:6]] == [False, False, False, False, True, True]
     assert native.use_fused_depthwise(module) == 0  # idempotent
     assert native.use_fused_depthwise(plain_blocks) == 0  # batch norms not folded: left alone
 

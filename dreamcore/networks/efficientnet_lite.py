@@ -93,16 +93,15 @@ class MBConvBlock(nn.Module):
         self.has_skip = spec.stride == 1 and spec.channels_in == spec.channels_out
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = self._bn0(self._expand_conv(inputs)) if self.has_expansion else inputs
-        x = self.depthwise_stage(x)
+        x = self.expand_and_depthwise(inputs)
         x = self._bn2(self._project_conv(x))
         return x + inputs if self.has_skip else x
 
-    def depthwise_stage(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU6 of the expansion (if any), the depthwise convolution, its batch norm and ReLU6: one
-        method, so that ``dreamcore.native`` can run it as one pass on CPUs."""
+    def expand_and_depthwise(self, x: torch.Tensor) -> torch.Tensor:
+        """The expansion (if any) with its batch norm and ReLU6, then the depthwise convolution with
+        its batch norm and ReLU6: one method, so that ``dreamcore.native`` can run it as one pass on CPUs."""
         if self.has_expansion:
-            x = F.relu6(x)
+            x = F.relu6(self._bn0(self._expand_conv(x)))
         return F.relu6(self._bn1(self._depthwise_conv(x)))
 
 
