@@ -4,7 +4,7 @@ This is the speed work kept beside the render loop: the image is cut into tiles 
 photo never holds more than one tile's activations), the network runs only as deep as the objective
 needs, in channels-last layout and in bfloat16/float16 where the hardware does that natively, with
 batch norms folded into the convolutions and, on CPUs, strided convolutions that compute only the
-image's gradient and EfficientNet-Lite's depthwise steps in one native pass (``dreamcore.native``).
+image's gradient and EfficientNet-Lite's expansion and depthwise steps in one native pass (``dreamcore.native``).
 ``benchmarks/reference.py`` holds the plain fp32 version it is measured against.
 """
 
@@ -74,7 +74,7 @@ def prepare_for_speed(network: Network) -> Network:
     """Rewrite a network for dreaming, once per network (in place); each rewrite is exact.
 
     Batch norms are folded into convolutions (a pass over every activation saved, forward and
-    backward). On CPUs the network goes channels-last, EfficientNet-Lite's depthwise steps run as one
+    backward). On CPUs the network goes channels-last, EfficientNet-Lite's expansion and depthwise steps run as one
     native pass each (:mod:`dreamcore.native`; exact up to float rounding), its other strided
     convolutions become :class:`StridedConv2d`, and the allocator keeps tile buffers
     (:func:`keep_tile_buffers_in_heap`).

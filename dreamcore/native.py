@@ -1,4 +1,4 @@
-"""EfficientNet-Lite's depthwise step as one native pass on CPUs: speed work beside the network.
+"""EfficientNet-Lite's expansion and depthwise step as one native pass on CPUs: speed work beside the network.
 
 An inverted-residual block spends most of its time moving its widest activation through memory: the
 expansion (1x1 convolution), ReLU6, "SAME" padding, the depthwise convolution and ReLU6 write and
