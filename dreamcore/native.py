@@ -126,16 +126,17 @@ class FusedDepthwise:
         self.relu_input = expand_conv is not None and not expand_natively  # the expansion's ReLU6, on reading
         channels, _, kh, kw = conv.weight.shape
         self.taps = conv.weight.detach().reshape(channels, kh * kw).t().contiguous()  # (k*k, C): a row per tap
-        self.bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels)
+        self.bias = bias_of(conv)
+        # The native expansion's weights, None without one; its input channels, else the depthwise ones.
+        self.expansion = self.expansion_transposed = self.expansion_bias = None
+        self.channels_in = channels
         if self.native_expansion:
             expansion = expand_conv.weight.detach().reshape(channels, -1)  # (C, Cin)
             self.channels_in = expansion.shape[1]
             self.expansion = expansion.t().contiguous()  # (Cin, C): a row per input channel
             padded = -(-self.channels_in // 16) * 16  # the backward pass's rows, in whole 16-lane vectors
             self.expansion_transposed = F.pad(expansion, (0, padded - self.channels_in)).contiguous()
-            self.expansion_bias = (
-                expand_conv.bias.detach() if expand_conv.bias is not None else torch.zeros(channels)
-            ).contiguous()
+            self.expansion_bias = bias_of(expand_conv)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         library = native_library()
@@ -177,6 +178,15 @@ class FusedDepthwise:
         )
 
 
+def bias_of(conv: nn.Conv2d) -> torch.Tensor:
+    return conv.bias.detach().contiguous() if conv.bias is not None else torch.zeros(conv.out_channels)
+
+
+def address(tensor: torch.Tensor | None) -> int | None:
+    """What a kernel takes for an optional array: its data pointer, or NULL."""
+    return tensor.data_ptr() if tensor is not None else None
+
+
 class _FusedDepthwiseFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, stage: FusedDepthwise, pads):
@@ -189,20 +199,19 @@ class _FusedDepthwiseFunction(torch.autograd.Function):
         out_width = (left + width + right - kernel) // stride + 1
         x = x.contiguous(memory_format=torch.channels_last)
         y = torch.empty((n, channels, out_height, out_width), memory_format=torch.channels_last)
-        expanding = stage.native_expansion
         # Where the expansion's ReLU6 passes gradient, a byte per value: what the backward pass needs of it.
-        mask = torch.empty((n, height, width, channels), dtype=torch.uint8) if expanding else None
+        mask = torch.empty((n, height, width, channels), dtype=torch.uint8) if stage.native_expansion else None
         geometry = (n, height, width, channels, kernel, stride, top, left, out_height, out_width)
         failed = library.dw_forward(
             x.data_ptr(),
-            stage.channels_in if expanding else 0,
-            stage.expansion.data_ptr() if expanding else None,
-            stage.expansion_bias.data_ptr() if expanding else None,
+            stage.channels_in,
+            address(stage.expansion),
+            address(stage.expansion_bias),
             int(stage.relu_input),
             stage.taps.data_ptr(),
             stage.bias.data_ptr(),
             y.data_ptr(),
-            mask.data_ptr() if expanding else None,
+            address(mask),
             *geometry,
             torch.get_num_threads(),
         )
@@ -216,22 +225,21 @@ class _FusedDepthwiseFunction(torch.autograd.Function):
     def backward(ctx, grad):
         x, y, mask = ctx.saved_tensors
         stage = ctx.stage
-        expanding = stage.native_expansion
         grad = grad.contiguous(memory_format=torch.channels_last)
-        n, height, width, channels = ctx.geometry[:4]
+        n, height, width = ctx.geometry[:3]
         masked = torch.empty_like(y)
-        channels_in = stage.channels_in if expanding else channels
-        grad_x = torch.empty((n, channels_in, height, width), memory_format=torch.channels_last)
+        grad_x = torch.empty((n, stage.channels_in, height, width), memory_format=torch.channels_last)
+        transposed = stage.expansion_transposed
         failed = native_library().dw_backward(
-            x.data_ptr() if x is not None else None,
+            address(x),
             stage.taps.data_ptr(),
             y.data_ptr(),
             grad.data_ptr(),
             masked.data_ptr(),
-            stage.expansion_transposed.data_ptr() if expanding else None,
-            stage.expansion_transposed.shape[1] if expanding else 0,
-            channels_in,
-            mask.data_ptr() if expanding else None,
+            address(transposed),
+            transposed.shape[1] if transposed is not None else 0,
+            stage.channels_in,
+            address(mask),
             grad_x.data_ptr(),
             *ctx.geometry,
             torch.get_num_threads(),
@@ -253,7 +261,7 @@ def overlap_add_input_gradient(
 
     One matrix product gives every tap's share, a plane per (input channel, tap); a native pass adds
     them up where the windows overlap. oneDNN's transposed convolution spends 3 ms on lite0's stem
-    for a 512 px tile, as it writes 3-channel pixels; this takes 1.5 ms.
+    for a 512 px tile, as it writes 3-channel pixels; this takes 1.2 ms.
     """
     out_channels, channels, kernel, kernel_w = weight.shape
     if (
