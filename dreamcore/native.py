@@ -70,7 +70,7 @@ def native_library() -> ctypes.CDLL | None:
         return None
     pointer, size = ctypes.c_void_p, ctypes.c_int
     loaded.dw_forward.argtypes = [pointer, size, pointer, pointer, size] + [pointer] * 4 + [size] * 11
-    loaded.dw_backward.argtypes = [pointer] * 6 + [size] * 2 + [pointer] * 2 + [size] * 11
+    loaded.dw_backward.argtypes = [pointer] * 5 + [size] * 2 + [pointer] * 2 + [size] * 11
     loaded.overlap_add.argtypes = [pointer] * 2 + [size] * 11
     loaded.dw_forward.restype = loaded.dw_backward.restype = loaded.overlap_add.restype = size
     return loaded
@@ -227,7 +227,6 @@ class _FusedDepthwiseFunction(torch.autograd.Function):
         stage = ctx.stage
         grad = grad.contiguous(memory_format=torch.channels_last)
         n, height, width = ctx.geometry[:3]
-        masked = torch.empty_like(y)
         grad_x = torch.empty((n, stage.channels_in, height, width), memory_format=torch.channels_last)
         transposed = stage.expansion_transposed
         failed = native_library().dw_backward(
@@ -235,7 +234,6 @@ class _FusedDepthwiseFunction(torch.autograd.Function):
             stage.taps.data_ptr(),
             y.data_ptr(),
             grad.data_ptr(),
-            masked.data_ptr(),
             address(transposed),
             transposed.shape[1] if transposed is not None else 0,
             stage.channels_in,

@@ -233,23 +233,26 @@ void forward_rows(const Geometry &g, const float *x, int Cin, const float *we, c
     }
 }
 
-// m = gy where the output's ReLU6 passed gradient (0 < y < 6), else 0
-void mask_rows(const Geometry &g, const float *gy, const float *y, float *m, int r0, int r1) {
-    const size_t start = (size_t)r0 * g.OW * g.C, end = (size_t)r1 * g.OW * g.C;
-    for (size_t i = start; i < end; i++) m[i] = passes(y[i], gy[i]);
+// out = gy where the output's ReLU6 passed gradient (0 < y < 6), else 0; count values
+void masked_gradient(const float *gy, const float *y, float *out, size_t count) {
+    size_t i = 0;
+    for (; i + L <= count; i += L) store(out + i, passes(load(y + i), load(gy + i)));
+    for (; i < count; i++) out[i] = passes(y[i], gy[i]);
 }
 
-// out[iw, :] = mask * (sum over the taps that reached (ih, iw) of w[k, :] * m[oh, ow, :]), one input row.
-// Input columns are taken in residue classes iw = r + S*q: within one, every pixel is reached by the
-// same kernel columns kw, at consecutive output columns.
+// out[iw, :] = mask * (sum over the taps that reached (ih, iw) of w[k, :] * m[oh, ow, :]), one input row;
+// rows[kh] is the output row oh = (ih + pt - kh) / S of m (the output's gradient where its ReLU6
+// passed it), or null where kernel row kh does not reach ih. Input columns are taken in residue
+// classes iw = r + S*q: within one, every pixel is reached by the same kernel columns kw, at
+// consecutive output columns.
 template <class Mask>
-void backward_row(const Geometry &g, int ih, const Mask &mask, const float *w, const float *m, float *out) {
+void backward_row(const Geometry &g, const float *const *rows, const Mask &mask, const float *w, float *out) {
     const int C = g.C, K = g.K, S = g.S, W = g.W, vec = C / L * L;
-    int khs[16], ohs[16], kws[16], ow_at_q0[16];  // K <= 16, checked on entry
+    int khs[16], kws[16], ow_at_q0[16];  // K <= 16, checked on entry
+    const float *mrows[16];
     int nh = 0;
     for (int kh = 0; kh < K; kh++) {
-        const int t = ih + g.pt - kh;
-        if (t >= 0 && t % S == 0 && t / S < g.OH) khs[nh] = kh, ohs[nh++] = t / S;
+        if (rows[kh]) khs[nh] = kh, mrows[nh++] = rows[kh];
     }
     for (int r = 0; r < S && r < W; r++) {
         int nw = 0;
@@ -269,7 +272,7 @@ void backward_row(const Geometry &g, int ih, const Mask &mask, const float *w, c
                     for (int a = 0; a < nh; a++) {
                         for (int i = 0; i < nw; i++) {
                             const vf wv = load(w + (size_t)(khs[a] * K + kws[i]) * C + c);
-                            const float *p = m + ((size_t)ohs[a] * g.OW + ow_at_q0[i] + q0) * C + c;
+                            const float *p = mrows[a] + ((size_t)ow_at_q0[i] + q0) * C + c;
                             for (int j = 0; j < B; j++) acc[j] += load(p + (size_t)j * C) * wv;
                         }
                     }
@@ -287,7 +290,7 @@ void backward_row(const Geometry &g, int ih, const Mask &mask, const float *w, c
                         for (int i = 0; i < nw; i++) {
                             const int ow = ow_at_q0[i] + q0 + j;
                             if (ow < 0 || ow >= g.OW) continue;
-                            acc += load(m + ((size_t)ohs[a] * g.OW + ow) * C + c) *
+                            acc += load(mrows[a] + (size_t)ow * C + c) *
                                    load(w + (size_t)(khs[a] * K + kws[i]) * C + c);
                         }
                     }
@@ -302,7 +305,7 @@ void backward_row(const Geometry &g, int ih, const Mask &mask, const float *w, c
                         for (int i = 0; i < nw; i++) {
                             const int ow = ow_at_q0[i] + q0 + j;
                             if (ow < 0 || ow >= g.OW) continue;
-                            acc += m[((size_t)ohs[a] * g.OW + ow) * C + c] * w[(size_t)(khs[a] * K + kws[i]) * C + c];
+                            acc += mrows[a][(size_t)ow * C + c] * w[(size_t)(khs[a] * K + kws[i]) * C + c];
                         }
                     }
                     const size_t at = first + (size_t)j * S * C + c;
@@ -313,20 +316,38 @@ void backward_row(const Geometry &g, int ih, const Mask &mask, const float *w, c
     }
 }
 
-// Input rows [r0, r1). Without expansion inside (weT null), gx is (H, W, C), masked by x's ReLU6 if x
-// is given. With it, each row's gradient at the expansion stays in a row buffer and goes straight
-// through the 1x1 convolution's transpose, weT (C, CinPad), into gx (H, W, Cin).
-void backward_rows(const Geometry &g, const float *x, const float *w, const float *m, const float *weT, int CinPad,
-                   int Cin, const unsigned char *mask, float *gx, int r0, int r1) {
-    const size_t row_size = (size_t)g.W * g.C;
-    std::vector<float> row(weT ? row_size : 0);
+// Input rows [r0, r1). Each output row the windows need is masked (by the output's ReLU6) once, into
+// a ring of K rows, as in the forward pass. Without expansion inside (weT null), gx is (H, W, C),
+// masked by x's ReLU6 if x is given. With it, each row's gradient at the expansion stays in a row
+// buffer and goes straight through the 1x1 convolution's transpose, weT (C, CinPad), into gx (H, W, Cin).
+void backward_rows(const Geometry &g, const float *x, const float *w, const float *y, const float *gy,
+                   const float *weT, int CinPad, int Cin, const unsigned char *mask, float *gx, int r0, int r1) {
+    const int K = g.K, S = g.S;
+    const size_t row_size = (size_t)g.W * g.C, out_row_size = (size_t)g.OW * g.C;
+    std::vector<float> ring((size_t)K * out_row_size), row(weT ? row_size : 0);
+    const float *rows[16];
+    int held[16];
+    for (int i = 0; i < K; i++) held[i] = -1;
     for (int ih = r0; ih < r1; ih++) {
+        for (int kh = 0; kh < K; kh++) {
+            const int t = ih + g.pt - kh, oh = t / S;
+            if (t < 0 || t % S || oh >= g.OH) {
+                rows[kh] = nullptr;
+                continue;
+            }
+            float *slot = ring.data() + (size_t)(oh % K) * out_row_size;  // K consecutive rows never share a slot
+            if (held[oh % K] != oh) {
+                masked_gradient(gy + oh * out_row_size, y + oh * out_row_size, slot, out_row_size);
+                held[oh % K] = oh;
+            }
+            rows[kh] = slot;
+        }
         if (!weT && x) {
-            backward_row(g, ih, FloatMask{x + ih * row_size}, w, m, gx + ih * row_size);
+            backward_row(g, rows, FloatMask{x + ih * row_size}, w, gx + ih * row_size);
         } else if (!weT) {
-            backward_row(g, ih, AllPass{}, w, m, gx + ih * row_size);
+            backward_row(g, rows, AllPass{}, w, gx + ih * row_size);
         } else {
-            backward_row(g, ih, ByteMask{mask + ih * row_size}, w, m, row.data());
+            backward_row(g, rows, ByteMask{mask + ih * row_size}, w, row.data());
             gemm_rows(row.data(), g.C, g.W, weT, CinPad, nullptr, gx + (size_t)ih * g.W * Cin, Cin, g.C, Cin);
         }
     }
@@ -416,12 +437,12 @@ int dw_forward(const float *x, int Cin, const float *we, const float *be, int re
     return 0;
 }
 
-// m: scratch of y's size. Without expansion inside (weT null) gx is (H, W, C), and x the forward pass's
-// input when it was read through ReLU6 (else null). With it, weT is the expansion's weight (C, CinPad),
-// zero-padded to whole vectors, mask the forward pass's bytes, and gx (H, W, Cin).
-int dw_backward(const float *x, const float *w, const float *y, const float *gy, float *m, const float *weT, int CinPad,
-                int Cin, const unsigned char *mask, float *gx, int N, int H, int W, int C, int K, int S, int pt, int pl,
-                int OH, int OW, int threads) {
+// Without expansion inside (weT null) gx is (H, W, C), and x the forward pass's input when it was read
+// through ReLU6 (else null). With it, weT is the expansion's weight (C, CinPad), zero-padded to whole
+// vectors, mask the forward pass's bytes, and gx (H, W, Cin).
+int dw_backward(const float *x, const float *w, const float *y, const float *gy, const float *weT, int CinPad, int Cin,
+                const unsigned char *mask, float *gx, int N, int H, int W, int C, int K, int S, int pt, int pl, int OH,
+                int OW, int threads) {
     if (K < 1 || K > 16 || S < 1 || S > K || threads < 1 || (weT && CinPad % L)) return 1;
     const Geometry g{H, W, C, K, S, pt, pl, OH, OW};
     const int channels_in = weT ? Cin : C;
@@ -430,8 +451,9 @@ int dw_backward(const float *x, const float *w, const float *y, const float *gy,
         const unsigned char *mn = weT ? mask + (size_t)n * H * W * C : nullptr;
         float *gn = gx + (size_t)n * H * W * channels_in;
         const float *xn = x && !weT ? x + (size_t)n * H * W * C : nullptr;
-        parallel_rows(OH, threads, [&](int r0, int r1) { mask_rows(g, gy + out, y + out, m + out, r0, r1); });
-        parallel_rows(H, threads, [&](int r0, int r1) { backward_rows(g, xn, w, m + out, weT, CinPad, Cin, mn, gn, r0, r1); });
+        parallel_rows(H, threads, [&](int r0, int r1) {
+            backward_rows(g, xn, w, y + out, gy + out, weT, CinPad, Cin, mn, gn, r0, r1);
+        });
     }
     return 0;
 }
