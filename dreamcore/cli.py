@@ -69,7 +69,12 @@ def add_dream_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-i", "--iterations", type=positive_int, help="gradient steps per octave")
     group.add_argument("--step", type=float, help="step size per iteration (e.g. 0.008)")
     group.add_argument("--jitter", type=int, help="random shift in pixels before each step")
-    group.add_argument("--tile-size", type=positive_int, help="largest tile the gradient is computed on at once")
+    group.add_argument(
+        "--tile-size",
+        type=positive_int,
+        metavar="SIZE",
+        help="gradients are computed in tiles of at most SIZE x SIZE pixels",
+    )
     group.add_argument("--seed", type=int, help="makes a run repeatable")
     group.add_argument("--max-side", type=positive_int, help="scale the photo down to this longer side first")
     group.add_argument("--max-loss", type=float, help="stop an octave early once the loss passes this")

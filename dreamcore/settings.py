@@ -92,7 +92,7 @@ class DreamSettings(SettingsRecord):
     iterations: int = 10
     step: float = 0.008  # in [0, 1] pixel units per step, with the gradient normalised to mean |g| = 1
     jitter: int = 32  # pixels the image is rolled by at random before each step
-    tile_size: int | None = None  # gradients are computed in tiles no larger than this; None = the device's default
+    tile_size: int | None = None  # tiles hold at most tile_size squared pixels; None = the device's default
     seed: int | None = None
     max_side: int | None = None
     max_loss: float | None = None  # stop an octave early once the loss passes this (the Keras example's max_loss)

@@ -18,7 +18,7 @@ from dreamcore.gradients import (
     TiledGradient,
     fold_batch_norms,
     prepare_for_speed,
-    tile_edges,
+    tile_grid,
     use_strided_conv2d,
     zero_padded,
 )
@@ -41,12 +41,39 @@ def test_octave_shapes_run_from_small_to_the_original_size() -> None:
     assert octave_shapes(10, 10, 1, 1.4) == [(10, 10)]
 
 
-@pytest.mark.parametrize(("length", "tile"), [(100, 512), (512, 512), (513, 512), (1100, 512), (4096, 500)])
-def test_tiles_cover_every_pixel_once_and_respect_the_size(length: int, tile: int) -> None:
-    edges = tile_edges(length, tile)
-    assert edges[0][0] == 0 and edges[-1][1] == length
-    assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(edges))
-    assert all(0 < end - start <= tile for start, end in edges)
+@pytest.mark.parametrize(
+    ("height", "width", "tile"),
+    [
+        (100, 100, 512),
+        (512, 512, 512),
+        (513, 512, 512),
+        (768, 1024, 512),
+        (548, 731, 512),
+        (4096, 4096, 500),
+        (3000, 90, 512),
+        (90, 3000, 512),
+        (1, 1, 64),
+    ],
+)
+def test_tiles_cover_every_pixel_once_and_bound_area_and_sides(height: int, width: int, tile: int) -> None:
+    row_spans, column_spans = tile_grid(height, width, tile)
+    for spans_, length in ((row_spans, height), (column_spans, width)):
+        assert spans_[0][0] == 0 and spans_[-1][1] == length
+        assert all(a1 == b0 for (_, a1), (b0, _) in itertools.pairwise(spans_))
+        assert all(0 < end - start <= 2 * tile for start, end in spans_)
+    assert max(y1 - y0 for y0, y1 in row_spans) * max(x1 - x0 for x0, x1 in column_spans) <= tile * tile
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "grid"),
+    [(391, 522, (1, 1)), (548, 731, (1, 2)), (731, 548, (2, 1)), (1024, 1024, (2, 2)), (4096, 4096, (8, 8))],
+)
+def test_tiles_are_as_few_as_the_area_allows_and_the_squarest_of_those(
+    height: int, width: int, grid: tuple[int, int]
+) -> None:
+    # 548x731 fits two 548x366 tiles (200k pixels each): not four 274x366 ones, nor two 274x731 ones.
+    row_spans, column_spans = tile_grid(height, width, 512)
+    assert (len(row_spans), len(column_spans)) == grid
 
 
 @pytest.mark.parametrize(("layer_name", "jitter"), [("first", 8), ("second", 0)])
