@@ -76,7 +76,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 
 def default_tile_size(device: torch.device) -> int:
-    """The side of the largest (square) tile a gradient is computed on at once, when the settings leave it open.
+    """When the settings leave it open, the tile size: tiles hold at most its square in pixels
+    (:func:`dreamcore.gradients.tile_grid`).
 
     On CPUs 512 px tiles are faster than whole images (222 against 409 ms for a 1024x768 lite0
     gradient, 2 cores) and bound memory. A GPU is launch-bound on such tiles: untiled, the same
