@@ -202,15 +202,35 @@ void relu6_keeping_mask(float *v, unsigned char *bytes, size_t count) {
     }
 }
 
+// K rows of `size` floats, row i in slot i % K (K consecutive rows never share a slot): the rows a
+// k x k window needs, each filled once by fill(i, slot) while it stays in the ring.
+class RowRing {
+   public:
+    RowRing(int K, size_t size) : K(K), size(size), data((size_t)K * size), held(K, -1) {}
+    template <class Fill>
+    const float *row(int i, Fill fill) {
+        float *slot = data.data() + (size_t)(i % K) * size;
+        if (held[i % K] != i) {
+            fill(i, slot);
+            held[i % K] = i;
+        }
+        return slot;
+    }
+
+   private:
+    int K;
+    size_t size;
+    std::vector<float> data;
+    std::vector<int> held;
+};
+
 // Output rows [r0, r1). Without expansion (we null), rows point into x (H, W, C). With it, x is the
 // block's input (H, W, Cin) and each input row a window needs is expanded once into a ring of K rows.
 void forward_rows(const Geometry &g, const float *x, int Cin, const float *we, const float *be, bool relu_in,
                   const float *w, const float *b, float *y, unsigned char *mask, int r0, int r1) {
     const int K = g.K, C = g.C, W = g.W;
     const float *rows[16];
-    std::vector<float> ring(we ? (size_t)K * W * C : 0);
-    int held[16];
-    for (int i = 0; i < K; i++) held[i] = -1;
+    RowRing ring(K, we ? (size_t)W * C : 0);
     for (int oh = r0; oh < r1; oh++) {
         for (int kh = 0; kh < K; kh++) {
             const int ih = oh * g.S - g.pt + kh;
@@ -218,14 +238,11 @@ void forward_rows(const Geometry &g, const float *x, int Cin, const float *we, c
                 rows[kh] = nullptr;
             } else if (!we) {
                 rows[kh] = x + (size_t)ih * W * C;
-            } else {  // K consecutive rows never share a slot
-                float *slot = ring.data() + (size_t)(ih % K) * W * C;
-                if (held[ih % K] != ih) {
-                    gemm_rows(x + (size_t)ih * W * Cin, Cin, W, we, C, be, slot, C, Cin, C);
-                    relu6_keeping_mask(slot, mask + (size_t)ih * W * C, (size_t)W * C);
-                    held[ih % K] = ih;
-                }
-                rows[kh] = slot;
+            } else {
+                rows[kh] = ring.row(ih, [&](int i, float *slot) {
+                    gemm_rows(x + (size_t)i * W * Cin, Cin, W, we, C, be, slot, C, Cin, C);
+                    relu6_keeping_mask(slot, mask + (size_t)i * W * C, (size_t)W * C);
+                });
             }
         }
         float *out = y + (size_t)oh * g.OW * C;
@@ -324,23 +341,15 @@ void backward_rows(const Geometry &g, const float *x, const float *w, const floa
                    const float *weT, int CinPad, int Cin, const unsigned char *mask, float *gx, int r0, int r1) {
     const int K = g.K, S = g.S;
     const size_t row_size = (size_t)g.W * g.C, out_row_size = (size_t)g.OW * g.C;
-    std::vector<float> ring((size_t)K * out_row_size), row(weT ? row_size : 0);
+    RowRing ring(K, out_row_size);
+    std::vector<float> row(weT ? row_size : 0);
     const float *rows[16];
-    int held[16];
-    for (int i = 0; i < K; i++) held[i] = -1;
     for (int ih = r0; ih < r1; ih++) {
         for (int kh = 0; kh < K; kh++) {
             const int t = ih + g.pt - kh, oh = t / S;
-            if (t < 0 || t % S || oh >= g.OH) {
-                rows[kh] = nullptr;
-                continue;
-            }
-            float *slot = ring.data() + (size_t)(oh % K) * out_row_size;  // K consecutive rows never share a slot
-            if (held[oh % K] != oh) {
-                masked_gradient(gy + oh * out_row_size, y + oh * out_row_size, slot, out_row_size);
-                held[oh % K] = oh;
-            }
-            rows[kh] = slot;
+            rows[kh] = t < 0 || t % S || oh >= g.OH ? nullptr : ring.row(oh, [&](int i, float *slot) {
+                masked_gradient(gy + i * out_row_size, y + i * out_row_size, slot, out_row_size);
+            });
         }
         if (!weT && x) {
             backward_row(g, rows, FloatMask{x + ih * row_size}, w, gx + ih * row_size);
