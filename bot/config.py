@@ -65,14 +65,67 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class XConfig:
+    # X (Twitter) runs when the four X_* user keys are set in the environment.
+    hashtags: tuple[str, ...] = ("#deepdream",)
+    # Self-serve plans may only reply to posts that mention the bot; true for plans that allow any reply.
+    reply_to_any_post: bool = False
+    poll_interval_seconds: float = 60.0
+    daily_budget_dollars: float = 1.0
+    monthly_budget_dollars: float = 20.0
+    # Pay-per-use prices in dollars (2026).
+    price_read_post: float = 0.005
+    price_owned_read: float = 0.001
+    price_create_post: float = 0.015
+    price_reply: float = 0.010
+    price_media_metadata: float = 0.005
+    answers_per_conversation: int = 3  # loop guard
+    block_list: tuple[str, ...] = ()  # user names or ids never answered
+
+
+X_KEYS = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
+
+
+@dataclass(frozen=True)
+class XKeys:
+    """OAuth 1.0a user context of the bot's account, and an optional app-only bearer token."""
+
+    api_key: str = ""
+    api_secret: str = ""
+    access_token: str = ""
+    access_token_secret: str = ""
+    bearer_token: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key and self.api_secret and self.access_token and self.access_token_secret)
+
+    def __repr__(self) -> str:
+        return f"XKeys({'set' if self.enabled else 'unset'})"
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> XKeys:
+        present = [name for name in X_KEYS if environ.get(name)]
+        if present and len(present) < len(X_KEYS):
+            missing = ", ".join(name for name in X_KEYS if name not in present)
+            raise ConfigError(
+                f"X needs all four user keys; {missing} {'is' if ',' not in missing else 'are'} not set. "
+                "Copy them from the app's Keys and tokens page in X's developer console, or unset the others."
+            )
+        values = [environ.get(name, "") for name in X_KEYS]
+        return cls(*values, bearer_token=environ.get("X_BEARER_TOKEN", ""))
+
+
+@dataclass(frozen=True)
 class Secrets:
     """From the environment only."""
 
     web_token: str = ""  # DREAMBOT_WEB_TOKEN
     discord_token: str = ""  # DISCORD_TOKEN
+    x: XKeys = field(default_factory=XKeys)  # X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET
 
     def __repr__(self) -> str:  # never print a secret, even by accident
-        return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=...)"
+        return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=..., x=...)"
 
 
 @dataclass(frozen=True)
@@ -85,6 +138,7 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    x: XConfig = field(default_factory=XConfig)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     source: str = "defaults"  # which file it came from, for messages
 
@@ -111,6 +165,14 @@ class Config:
         _require(64 <= self.media.working_side <= 8192, "media.working_side must be between 64 and 8192.")
         _require(self.media.max_upload_mb > 0, "media.max_upload_mb must be above 0.")
         _require(self.worker.time_limit_seconds > 0, "worker.time_limit_seconds must be above 0.")
+        _require(self.x.poll_interval_seconds >= 10, "x.poll_interval_seconds must be at least 10.")
+        _require(self.x.daily_budget_dollars > 0, "x.daily_budget_dollars must be above 0.")
+        _require(self.x.monthly_budget_dollars > 0, "x.monthly_budget_dollars must be above 0.")
+        _require(self.x.answers_per_conversation >= 1, "x.answers_per_conversation must be at least 1.")
+        _require(
+            all(tag.startswith("#") and len(tag) > 1 for tag in self.x.hashtags),
+            'x.hashtags must be a list of tags such as ["#deepdream"].',
+        )
         _require(self.log_level.lower() in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.")
 
 
@@ -147,7 +209,11 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             raise ConfigError(f"{chosen} is not valid TOML: {error}.") from None
     _refuse_secrets(data, chosen)
     config = _build(Config, data, "")
-    secrets = Secrets(web_token=environ.get("DREAMBOT_WEB_TOKEN", ""), discord_token=environ.get("DISCORD_TOKEN", ""))
+    secrets = Secrets(
+        web_token=environ.get("DREAMBOT_WEB_TOKEN", ""),
+        discord_token=environ.get("DISCORD_TOKEN", ""),
+        x=XKeys.from_environ(environ),
+    )
     config = replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
     if chosen is not None and not config.data_dir.is_absolute():
         config = replace(config, data_dir=(chosen.parent / config.data_dir))
@@ -202,6 +268,10 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
         raise ConfigError(f"{name} must be a number (got {value!r}).")
+    if hint == tuple[str, ...]:
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return tuple(value)
+        raise ConfigError(f'{name} must be a list of text in quotes, e.g. ["one", "two"] (got {value!r}).')
     if hint is Path:
         if isinstance(value, str) and value:
             return Path(value).expanduser()
@@ -216,6 +286,7 @@ EXAMPLE = """\
 # Secrets never go in this file: they come from the environment.
 #   DREAMBOT_WEB_TOKEN   required when the web page listens on anything but 127.0.0.1
 #   DISCORD_TOKEN        turns on the Discord adapter
+#   X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET   all four turn on X; X_BEARER_TOKEN optional
 
 # Where the queue (SQLite), results and uploads are kept; relative to this file.
 data_dir = "data"
@@ -261,4 +332,20 @@ web_result_mb = 10
 keep_days = 30
 # and the oldest go first when they take more than this.
 max_gb = 5
+
+[x]
+# Hashtags searched (besides mentions). Replies go only to posts that mention the bot unless your plan allows more.
+hashtags = ["#deepdream"]
+reply_to_any_post = false
+poll_interval_seconds = 60
+# Money: X bills every call; reading and answering stop for the day (or month) when these are spent.
+daily_budget_dollars = 1.0
+monthly_budget_dollars = 20.0
+price_read_post = 0.005
+price_owned_read = 0.001
+price_create_post = 0.015
+price_reply = 0.010
+price_media_metadata = 0.005
+answers_per_conversation = 3
+block_list = []
 """

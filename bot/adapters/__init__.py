@@ -1,0 +1,1 @@
+"""The ways in and out: one adapter per platform, and what the social ones share."""

@@ -1,0 +1,329 @@
+"""What every social adapter (X, Mastodon, Bluesky) needs, kept once: the platform-neutral bookkeeping.
+
+All of it lives in the service's own SQLite file (tables prefixed ``social_``), one row set per platform:
+
+- cursors: the newest post read from each stream, so a restart neither misses nor repeats a post;
+- the ledger of answered posts, for exactly-once answers: the intent (post id, job id) is recorded before
+  posting and the reply's id after; a crash between the two leaves an intent that :func:`post_once`
+  reconciles (looking for the bot's reply on the platform) before it posts again;
+- opt-outs (a "stop" reply, a block list, #nobot), the per-person daily "how to use" reply, the loop guard
+  (at most a few answers per conversation);
+- the spending budget: per-call prices, daily and monthly caps in dollars, spend per UTC day and month.
+
+Time comes from a ``clock`` callable (seconds since the epoch), so tests choose the day.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS social_cursors (
+    platform TEXT NOT NULL, stream TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (platform, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS social_ledger (
+    platform TEXT NOT NULL,
+    post_id TEXT NOT NULL,          -- the post answered, or "own:<key>" for a post to the bot's own account
+    kind TEXT NOT NULL,             -- dream, howto, error, optout, own
+    job_id TEXT,
+    state TEXT NOT NULL,            -- received, posting, posted, skipped
+    reply_id TEXT,
+    conversation_id TEXT,
+    address TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (platform, post_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS social_ledger_by_state ON social_ledger (platform, state);
+CREATE INDEX IF NOT EXISTS social_ledger_by_job ON social_ledger (job_id);
+CREATE TABLE IF NOT EXISTS social_optouts (
+    platform TEXT NOT NULL, user_id TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (platform, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS social_howto (
+    platform TEXT NOT NULL, user_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (platform, user_id, day)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS social_spend (
+    platform TEXT NOT NULL, period TEXT NOT NULL, dollars REAL NOT NULL, calls INTEGER NOT NULL,
+    PRIMARY KEY (platform, period)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS social_counters (
+    platform TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (platform, name)
+) WITHOUT ROWID;
+"""
+
+
+def utc_day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def utc_month(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    post_id: str
+    kind: str
+    job_id: str | None
+    state: str
+    reply_id: str | None
+    conversation_id: str | None
+    address: str
+
+
+class SocialStore:
+    """One platform's bookkeeping, in the service's database (its own connection; WAL lets both write)."""
+
+    def __init__(self, path: str | Path, platform: str, clock: Clock = time.time) -> None:
+        self.platform = platform
+        self.clock = clock
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # cursors
+    def cursor(self, stream: str) -> str | None:
+        row = self.db.execute(
+            "SELECT value FROM social_cursors WHERE platform = ? AND stream = ?", (self.platform, stream)
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_cursor(self, stream: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO social_cursors VALUES (?, ?, ?)", (self.platform, stream, value))
+
+    # the ledger
+    def entry(self, post_id: str) -> LedgerEntry | None:
+        row = self.db.execute(
+            "SELECT post_id, kind, job_id, state, reply_id, conversation_id, address FROM social_ledger "
+            "WHERE platform = ? AND post_id = ?",
+            (self.platform, post_id),
+        ).fetchone()
+        return LedgerEntry(*row) if row else None
+
+    def receive(self, post_id: str, kind: str, conversation_id: str | None = None, address: str = "{}") -> bool:
+        """Record that a post will be handled; False when it was already (a repeat read, a restart)."""
+        now = self.clock()
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO social_ledger (platform, post_id, kind, state, conversation_id, address, "
+            "created_at, updated_at) VALUES (?, ?, ?, 'received', ?, ?, ?, ?)",
+            (self.platform, post_id, kind, conversation_id, address, now, now),
+        )
+        return cursor.rowcount == 1
+
+    def update(self, post_id: str, **values: Any) -> None:
+        allowed = {"kind", "job_id", "state", "reply_id"}
+        assert set(values) <= allowed, values
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        self.db.execute(
+            f"UPDATE social_ledger SET {assignments}, updated_at = ? WHERE platform = ? AND post_id = ?",
+            (*values.values(), self.clock(), self.platform, post_id),
+        )
+
+    def forget(self, post_id: str) -> None:
+        self.db.execute("DELETE FROM social_ledger WHERE platform = ? AND post_id = ?", (self.platform, post_id))
+
+    def entry_of_job(self, job_id: str) -> LedgerEntry | None:
+        row = self.db.execute(
+            "SELECT post_id, kind, job_id, state, reply_id, conversation_id, address FROM social_ledger "
+            "WHERE platform = ? AND job_id = ?",
+            (self.platform, job_id),
+        ).fetchone()
+        return LedgerEntry(*row) if row else None
+
+    def unfinished(self) -> list[LedgerEntry]:
+        """Entries a crash (or a stop) left between intent and reply."""
+        rows = self.db.execute(
+            "SELECT post_id, kind, job_id, state, reply_id, conversation_id, address FROM social_ledger "
+            "WHERE platform = ? AND state IN ('received', 'posting') ORDER BY created_at",
+            (self.platform,),
+        ).fetchall()
+        return [LedgerEntry(*row) for row in rows]
+
+    def answers_in_conversation(self, conversation_id: str) -> int:
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM social_ledger WHERE platform = ? AND conversation_id = ? AND state != 'skipped'",
+            (self.platform, conversation_id),
+        ).fetchone()
+        return row[0]
+
+    # people
+    def opted_out(self, user_id: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM social_optouts WHERE platform = ? AND user_id = ?", (self.platform, user_id)
+        ).fetchone()
+        return row is not None
+
+    def opt_out(self, user_id: str, reason: str) -> bool:
+        """True the first time (then the person gets one confirmation)."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO social_optouts VALUES (?, ?, ?, ?)", (self.platform, user_id, reason, self.clock())
+        )
+        return cursor.rowcount == 1
+
+    def claim_howto(self, user_id: str) -> bool:
+        """True at most once per person per UTC day: the "how to use" reply is never repeated that day."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO social_howto VALUES (?, ?, ?)", (self.platform, user_id, utc_day(self.clock()))
+        )
+        return cursor.rowcount == 1
+
+    # counters and spend
+    def count(self, name: str, by: int = 1) -> None:
+        self.db.execute(
+            "INSERT INTO social_counters VALUES (?, ?, ?) ON CONFLICT (platform, name) DO UPDATE SET value = value + ?",
+            (self.platform, name, by, by),
+        )
+
+    def counters(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT name, value FROM social_counters WHERE platform = ?", (self.platform,))
+        return dict(rows.fetchall())
+
+    def add_spend(self, dollars: float, calls: int = 1) -> None:
+        now = self.clock()
+        for period in (utc_day(now), utc_month(now)):
+            self.db.execute(
+                "INSERT INTO social_spend VALUES (?, ?, ?, ?) ON CONFLICT (platform, period) "
+                "DO UPDATE SET dollars = dollars + excluded.dollars, calls = calls + excluded.calls",
+                (self.platform, period, dollars, calls),
+            )
+
+    def spent(self, period: str) -> float:
+        row = self.db.execute(
+            "SELECT dollars FROM social_spend WHERE platform = ? AND period = ?", (self.platform, period)
+        ).fetchone()
+        return row[0] if row else 0.0
+
+
+class BudgetExhausted(Exception):
+    """The day's or month's money is spent: reading and answering wait for the next period."""
+
+    def __init__(self, resumes_at: float) -> None:
+        super().__init__(f"budget spent until {datetime.fromtimestamp(resumes_at, UTC):%Y-%m-%d %H:%M} UTC")
+        self.resumes_at = resumes_at
+
+
+class Budget:
+    """Per-call prices and daily/monthly caps in dollars; every call is charged, none goes past a cap."""
+
+    def __init__(self, store: SocialStore, prices: Mapping[str, float], daily: float, monthly: float) -> None:
+        self.store = store
+        self.prices = dict(prices)
+        self.daily = daily
+        self.monthly = monthly
+
+    def _now(self) -> float:
+        return self.store.clock()
+
+    def spent_today(self) -> float:
+        return self.store.spent(utc_day(self._now()))
+
+    def spent_this_month(self) -> float:
+        return self.store.spent(utc_month(self._now()))
+
+    def cost(self, kind: str, count: int = 1) -> float:
+        return self.prices[kind] * count
+
+    def check(self, kind: str, count: int = 1) -> None:
+        """Raise BudgetExhausted unless ``count`` calls of ``kind`` still fit in today's and this month's caps."""
+        cost = self.cost(kind, count)
+        if self.spent_this_month() + cost > self.monthly + 1e-9:
+            raise BudgetExhausted(next_month(self._now()))
+        if self.spent_today() + cost > self.daily + 1e-9:
+            raise BudgetExhausted(next_day(self._now()))
+
+    def charge(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.store.add_spend(self.cost(kind, count), count)
+
+    def exhausted(self) -> bool:
+        cheapest = min(self.prices.values())
+        return self.spent_today() + cheapest > self.daily + 1e-9 or self.spent_this_month() + cheapest > self.monthly
+
+    def status(self) -> dict[str, Any]:
+        today, month = self.spent_today(), self.spent_this_month()
+        return {
+            "spent_today": round(today, 4),
+            "spent_this_month": round(month, 4),
+            "remaining_today": round(max(0.0, min(self.daily - today, self.monthly - month)), 4),
+            "remaining_this_month": round(max(0.0, self.monthly - month), 4),
+            "daily_budget": self.daily,
+            "monthly_budget": self.monthly,
+            "exhausted": self.exhausted(),
+        }
+
+
+def next_day(timestamp: float) -> float:
+    day = datetime.fromtimestamp(timestamp, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day + timedelta(days=1)).timestamp()
+
+
+def next_month(timestamp: float) -> float:
+    now = datetime.fromtimestamp(timestamp, UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
+class Backoff:
+    """Waits after transient failures (5xx, network): doubling, capped, with full jitter; reset on success."""
+
+    def __init__(self, first: float = 5.0, cap: float = 900.0, rng: random.Random | None = None) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+        self.rng = rng or random.Random()
+
+    def next_wait(self) -> float:
+        self.failures += 1
+        ceiling = min(self.cap, self.first * 2 ** (self.failures - 1))
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def wants_stop(text: str) -> bool:
+    """A reply that asks the bot to leave the person alone: "stop", "STOP.", "@DreamBot stop"."""
+    words = [w.strip(".!").lower() for w in text.split() if not w.startswith("@")]
+    return words in (["stop"], ["unsubscribe"], ["stop", "please"], ["please", "stop"])
+
+
+async def post_once(
+    store: SocialStore,
+    post_id: str,
+    post: Callable[[], Awaitable[str]],
+    find_existing: Callable[[], Awaitable[str | None]],
+) -> str:
+    """Post at most once for ``post_id``: the intent is recorded, then the post, then its id.
+
+    An entry already ``posting`` (a crash between posting and recording) is first reconciled with
+    ``find_existing()``, the platform's look for the bot's own reply; only when none is found is it posted again.
+    """
+    entry = store.entry(post_id)
+    if entry is not None and entry.state == "posted" and entry.reply_id:
+        return entry.reply_id
+    if entry is not None and entry.state == "posting":
+        existing = await find_existing()
+        if existing is not None:
+            log.info("%s: post %s was answered before a restart (%s)", store.platform, post_id, existing)
+            store.update(post_id, state="posted", reply_id=existing)
+            return existing
+    store.update(post_id, state="posting")
+    reply_id = await post()
+    store.update(post_id, state="posted", reply_id=reply_id)
+    return reply_id
