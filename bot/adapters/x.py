@@ -133,13 +133,15 @@ class XAdapter:
 
         return await asyncio.get_running_loop().run_in_executor(None, run)
 
-    async def start(self) -> None:
+    async def start(self, *, poll: bool = True) -> None:
+        """Sign in, post what a crash left unposted, then poll (``poll=False``: the caller polls, as tests do)."""
         me = await self._call(self.client.get_me, user_auth=True)
         self.budget.charge("owned_read")
         self.me_id, self.me_name = me["data"]["id"], me["data"]["username"]
         log.info("X: signed in as @%s", self.me_name)
         await self.reconcile()
-        self._task = asyncio.create_task(self._poll_forever(), name="x-poll")
+        if poll:
+            self._task = asyncio.create_task(self._poll_forever(), name="x-poll")
 
     async def close(self) -> None:
         self._closed = True
@@ -214,7 +216,7 @@ class XAdapter:
             if newest is None or (meta.get("newest_id") and int(meta["newest_id"]) > int(newest)):
                 newest = meta.get("newest_id") or newest
             token = meta.get("next_token")
-            if not token or since is None:  # a first start reads one page, not the account's whole past
+            if not token:
                 break
         return posts, newest
 
@@ -352,6 +354,12 @@ class XAdapter:
                 await self.deliver(view)
             except (BudgetExhausted, RateLimited, ConnectionError) as error:
                 log.warning("X: the answer to job %s waits (%s); it goes out at the next start", view.id, error)
+            except tweepy.Forbidden as error:
+                # X's reply rule (the post does not mention the bot) or a protected account: never retried.
+                log.warning("X refused the answer to job %s: %s", view.id, error)
+                post_id = view.destination.get("post_id")
+                if post_id:
+                    self.store.update(post_id, state="skipped")
 
     async def reconcile(self) -> None:
         """Answers a crash or a stop left unposted: posted now, once (reconciled with X first)."""
