@@ -25,6 +25,7 @@ async def run_service(
     service.start()
     runner: web.AppRunner | None = None
     discord_bot = discord_task = None
+    x_adapter = x_task = None
     url = None
     try:
         if config.web.enabled:
@@ -45,6 +46,12 @@ async def run_service(
             )
             discord_task = asyncio.create_task(discord_bot.start(), name="discord")
             log.info("Discord: connecting")
+        if config.secrets.x.enabled:
+            from bot.adapters.x import XAdapter
+
+            x_adapter = XAdapter(service, config.x, config.secrets.x)
+            x_task = asyncio.create_task(x_adapter.start(), name="x")
+            log.info("X: signing in")
         if on_ready is not None:
             on_ready(url)
         await _until_stopped()
@@ -54,6 +61,11 @@ async def run_service(
             await discord_bot.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await discord_task
+        if x_adapter is not None:
+            x_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await x_task
+            await x_adapter.close()
         if runner is not None:
             await runner.cleanup()
         await service.close()

@@ -90,6 +90,8 @@ class DreamService:
         self.started_at = time.time()
         self._positions_published = 0.0
         self.recovered: list[Job] = []  # jobs a crash left running: re-queued, or failed at max attempts
+        # Adapters that report numbers of their own (X's spend and budget), by platform: shown in status().
+        self.platform_status: dict[str, Callable[[], dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -372,6 +374,7 @@ class DreamService:
             "average_dream_seconds": round(self.worker_average(), 1),
             "loop_lag_p99_ms": round(self.loop_lag.percentile(99) * 1000, 1),
             "uptime_seconds": round(time.time() - self.started_at),
+            **{platform: report() for platform, report in self.platform_status.items()},
         }
 
 

@@ -117,6 +117,7 @@ class XAdapter:
         self._task: asyncio.Task | None = None
         self._closed = False
         service.add_listener(self.on_job, platform=PLATFORM)
+        service.platform_status[PLATFORM] = self.status
 
     # ------------------------------------------------------------------ life cycle
 

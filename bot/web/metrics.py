@@ -56,7 +56,13 @@ async def service_metrics(service: DreamService) -> list[Metric]:
     jobs = Metric("dreambot_jobs", "gauge", "Jobs kept in the queue's database, by state.")
     for state in JobState:
         jobs.add(counts.get(state, 0), state=state.value)
+    spend = Metric("dreambot_platform_spend_dollars", "gauge", "Money spent on a platform's paid API, by period.")
+    for platform, report in service.platform_status.items():
+        numbers = report()
+        spend.add(numbers["spent_today"], platform=platform, period="day")
+        spend.add(numbers["spent_this_month"], platform=platform, period="month")
     return [
+        *([spend] if spend.samples else []),
         Metric("dreambot_queue_depth", "gauge", "Dreams waiting to start.").add(counts.get(JobState.QUEUED, 0)),
         jobs,
         Metric("dreambot_dream_seconds", "summary", "Seconds the worker spent on each finished dream.")
