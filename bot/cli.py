@@ -88,6 +88,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "jobs": {state.value: n for state, n in counts.items()},
                 "average_seconds": round(await queue.average_seconds(), 1),
                 "active": rows,
+                "x": _x_spend(config),
             }
         finally:
             await queue.close()
@@ -107,7 +108,30 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
         print(f"  {row['id']}  {row['state']:<8} {row['user']:<24} {where}")
     if not data["active"]:
         print("  nothing queued or running")
+    x = data["x"]
+    if x is not None:
+        paused = " (budget spent: reading and answering wait for the next day or month)" if x["exhausted"] else ""
+        print(
+            f"X spend: ${x['spent_today']:.3f} today, ${x['spent_this_month']:.3f} this month; "
+            f"${x['remaining_today']:.3f} left today, ${x['remaining_this_month']:.3f} this month{paused}"
+        )
     return 0
+
+
+def _x_spend(config: Config) -> dict | None:
+    """X's spend and budget from the database, when X is on."""
+    if not config.secrets.x.enabled:
+        return None
+    from bot.adapters.social import Budget, SocialStore
+    from bot.adapters.x import prices_of
+
+    store = SocialStore(config.database_path, "x")
+    try:
+        return Budget(
+            store, prices_of(config.x), config.x.daily_budget_dollars, config.x.monthly_budget_dollars
+        ).status()
+    finally:
+        store.close()
 
 
 def command_cancel(args: argparse.Namespace, config: Config) -> int:

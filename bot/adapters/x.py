@@ -91,14 +91,9 @@ class XAdapter:
         self.clock = clock
         self.sleep = sleep
         self.store = SocialStore(service.config.database_path, PLATFORM, clock)
-        prices = {
-            "read_post": settings.price_read_post,
-            "owned_read": settings.price_owned_read,
-            "create_post": settings.price_create_post,
-            "reply": settings.price_reply,
-            "media_metadata": settings.price_media_metadata,
-        }
-        self.budget = Budget(self.store, prices, settings.daily_budget_dollars, settings.monthly_budget_dollars)
+        self.budget = Budget(
+            self.store, prices_of(settings), settings.daily_budget_dollars, settings.monthly_budget_dollars
+        )
         self.client = tweepy.Client(
             bearer_token=keys.bearer_token or None,
             consumer_key=keys.api_key,
@@ -462,6 +457,17 @@ class XAdapter:
         if info and info.get("state") == "failed":
             raise XError(f"X could not process the animation: {info}")
         return media_id
+
+
+def prices_of(settings: XConfig) -> dict[str, float]:
+    """The configured price of each kind of call, by the names the budget charges."""
+    return {
+        "read_post": settings.price_read_post,
+        "owned_read": settings.price_owned_read,
+        "create_post": settings.price_create_post,
+        "reply": settings.price_reply,
+        "media_metadata": settings.price_media_metadata,
+    }
 
 
 def alt_text(view: JobView) -> str:
