@@ -170,6 +170,9 @@ class XAdapter:
             except ConnectionError as error:
                 wait, self.pause_reason = self.backoff.next_wait(), "X unreachable"
                 log.warning("X: %s; trying again in %.0f s", error, wait)
+            except (XError, tweepy.HTTPException) as error:  # X refused one call: the loop, and the others, go on
+                wait, self.pause_reason = self.backoff.next_wait(), "X refused a call"
+                log.warning("X: %s; trying again in %.0f s", error, wait)
             self.paused_until = self.clock() + wait if self.pause_reason else 0.0
             await self.sleep(wait)
 
