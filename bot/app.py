@@ -29,7 +29,7 @@ async def run_service(
     url = None
     try:
         if config.web.enabled:
-            from bot.web.app import create_web_app  # the page's module is only needed when it is on
+            from bot.adapters.web.app import create_web_app  # the page's module is only needed when it is on
 
             runner = web.AppRunner(create_web_app(service, config), access_log=None)
             await runner.setup()
@@ -39,7 +39,7 @@ async def run_service(
             url = f"http://{'127.0.0.1' if config.web.host in ('0.0.0.0', '') else config.web.host}:{port}/"
             log.info("DreamBot's page is at %s", url)
         if config.secrets.discord_token:
-            from bot.discord_adapter import DiscordAdapter
+            from bot.adapters.discord import DiscordAdapter
 
             discord_bot = DiscordAdapter(
                 service, config.secrets.discord_token, dev_guild_id=config.discord.dev_guild_id or None

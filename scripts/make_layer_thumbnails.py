@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the layer pictures of the web page's layer picker: one small sample dreamed at every layer.
 
-    .venv/bin/python scripts/make_layer_thumbnails.py            # lite0, into bot/web/static/layers/lite0/
+    .venv/bin/python scripts/make_layer_thumbnails.py            # lite0, into bot/adapters/web/static/layers/lite0/
     .venv/bin/python scripts/make_layer_thumbnails.py --network lite1 --side 96
 
 The outputs are committed (the package ships them), so run this again only when a network's layers or the
@@ -25,7 +25,7 @@ from dreamcore import DreamSettings, dream  # noqa: E402
 from dreamcore.networks import layer_catalog  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "chelsea.png"
-STATIC = ROOT / "bot" / "web" / "static" / "layers"
+STATIC = ROOT / "bot" / "adapters" / "web" / "static" / "layers"
 
 
 def thumbnail(sample: Image.Image, network: str, layer: str, args: argparse.Namespace) -> bytes:
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quality", type=int, default=80)
-    parser.add_argument("--out", type=Path, default=None, help="folder (default: bot/web/static/layers/NETWORK)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="folder (default: bot/adapters/web/static/layers/NETWORK)"
+    )
     args = parser.parse_args(argv)
 
     out = args.out or STATIC / args.network

@@ -21,7 +21,7 @@ from fake_discord import FakeDiscord, FormErrors, validate_command
 
 pytestmark = pytest.mark.asyncio
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 PNG = (DATA / "chelsea.png").read_bytes()
 JPEG = (DATA / "rocket.jpg").read_bytes()
 

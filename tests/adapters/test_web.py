@@ -21,16 +21,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from yarl import URL
 
+from bot.adapters.web import create_web_app
+from bot.adapters.web.app import redact
 from bot.config import Config, MediaConfig, QueueConfig, Secrets, WebConfig
 from bot.engine import NullEngine
 from bot.jobqueue import JobState
 from bot.options import Mode
 from bot.service import DreamService
-from bot.web import create_web_app
-from bot.web.app import redact
 from dreamcore.networks import layer_catalog
 
-SAMPLE = Path(__file__).parent / "data" / "chelsea.png"
+SAMPLE = Path(__file__).parents[1] / "data" / "chelsea.png"
 FINISHED = {"done", "failed", "cancelled"}
 
 OpenApp = Callable[..., Awaitable[tuple[TestClient, DreamService]]]

@@ -18,10 +18,10 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from bot.adapters.web import AccessLogger, create_web_app
 from bot.config import Config, MediaConfig, QueueConfig, WorkerConfig
 from bot.engine import DreamcoreEngine, NullEngine
 from bot.service import DreamService
-from bot.web import AccessLogger, create_web_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -32,7 +32,7 @@ if not CHROMIUM.exists():
 
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
 
-SAMPLE = Path(__file__).parent / "data" / "chelsea.png"
+SAMPLE = Path(__file__).parents[1] / "data" / "chelsea.png"
 FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -26,7 +26,7 @@ from bot.options import Mode
 
 pytestmark = pytest.mark.asyncio
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def photo(color: tuple[int, int, int] = (200, 120, 40), size: tuple[int, int] = (64, 48)) -> bytes:

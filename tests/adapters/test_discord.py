@@ -21,8 +21,8 @@ import pytest
 from fake_discord import MANAGE_GUILD, FakeDiscord, InteractionRecord, StoredMessage
 from PIL import Image
 
+from bot.adapters.discord import DiscordAdapter
 from bot.config import Config, MediaConfig, QueueConfig, WorkerConfig
-from bot.discord_adapter import DiscordAdapter
 from bot.engine import DreamcoreEngine, Engine, NullEngine, Rendered
 from bot.jobqueue import JobState
 from bot.options import MODES, Mode
@@ -33,7 +33,7 @@ from dreamcore.settings import PRESETS
 
 pytestmark = pytest.mark.asyncio
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CHELSEA = (DATA / "chelsea.png").read_bytes()  # 451x300
 ROCKET = (DATA / "rocket.jpg").read_bytes()
 ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete")

@@ -31,6 +31,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from yarl import URL
 
+from bot.adapters.web import metrics
 from bot.config import Config, is_loopback
 from bot.jobqueue import JobNotCancellable, JobNotFound, PermissionDenied, QueueError, QueueRefused
 from bot.media import MediaError, file_size
@@ -38,7 +39,6 @@ from bot.options import MODES, OptionError, build_command, check_network, descri
 from bot.requests import Destination, DreamRequest, Requester
 from bot.service import DreamService, JobView
 from bot.store import media_type
-from bot.web import metrics
 from dreamcore.networks import layer_catalog, list_networks
 from dreamcore.settings import PRESETS, preset_objective
 
