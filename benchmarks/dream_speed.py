@@ -7,15 +7,21 @@ Prints seconds, seconds per iteration and the median speed-up over alternated ru
 are noisy), similarity figures between the outputs (SSIM on luminance), and the peak resident memory
 of dreaming a 4096x4096 image in a fresh process.
 
-Each contender (the plain reference, the engine, and two variants for comparison) runs in a process
+Each contender (the plain reference, the engine, and variants for comparison) runs in a process
 of its own and they take turns: memory one has shaped (the heap, the C library's allocator settings)
-never slows or speeds another.
+never slows or speeds another. Contenders this machine cannot run fast are skipped, with the reason
+(bfloat16 is emulated, about 40x slower, without AVX512-BF16 or AMX). To see an AVX2 machine's figures
+on an AVX-512 one:
+
+    DREAMCORE_NATIVE_ARCH=x86-64-v3 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/dream_speed.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import resource
 import statistics
 import subprocess
@@ -33,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import reference_gradient
 
 from dreamcore.api import resolve
-from dreamcore.devices import autocast_dtype, keep_tile_buffers_in_heap
+from dreamcore.devices import autocast_dtype, cpu_flags, cpu_model, keep_tile_buffers_in_heap
 from dreamcore.gradients import TiledGradient
 from dreamcore.images import to_image, to_tensor
 from dreamcore.networks import load_network
@@ -97,11 +103,12 @@ def big_image_run(side: int, device: str) -> None:
 class Workload:
     """The benchmark's photo and settings, built the same way in the parent and in the reference's process."""
 
-    def __init__(self, size: str, device: torch.device) -> None:
+    def __init__(self, size: str, device: torch.device, precision: str = "auto") -> None:
         width, height = (int(v) for v in size.split("x"))
         photo = Image.open(SAMPLES / "coffee.png").convert("RGB").resize((width, height), Image.LANCZOS)
         self.original = to_tensor(photo).to(device)
-        self.settings = resolve(DreamSettings.from_preset("default", seed=1), load_network("lite0", device))
+        settings = DreamSettings.from_preset("default", seed=1, precision=precision)
+        self.settings = resolve(settings, load_network("lite0", device))
         self.steps = self.settings.octaves * self.settings.iterations
 
     def dream(self, gradient) -> tuple[float, torch.Tensor]:
@@ -124,8 +131,24 @@ CONTENDERS = {
     "reference": "the plain version (fp32, whole network, a hook, no tiling), with the C library's default allocator",
     "reference-tuned": "the same code after the allocator tuning the fast path makes for its whole process",
     "fast": "the engine: dreamcore's TiledGradient, as the command line and the bot run it",
+    "fast-pytorch": "the engine with DREAMCORE_NATIVE=0: PyTorch's operators where the native kernels would run",
     "fast-bf16": "the engine forced to bfloat16 autocast",
 }
+CONTENDER_ENV = {"fast-pytorch": {"DREAMCORE_NATIVE": "0"}}
+
+
+def skipped_contenders(device: torch.device) -> dict[str, str]:
+    """The contenders this machine cannot run fast, with the reason."""
+    skipped = {}
+    if device.type == "cpu":
+        capability = torch.backends.cpu.get_cpu_capability()
+        if not ({"avx512_bf16", "amx_bf16"} & cpu_flags()) or not capability.startswith("AVX512"):
+            skipped["fast-bf16"] = (
+                f"bfloat16 is emulated on this CPU (PyTorch runs {capability} code, "
+                f"{'no' if not {'avx512_bf16', 'amx_bf16'} & cpu_flags() else 'with'} AVX512-BF16/AMX): "
+                "about 40x slower than fp32, it would not finish in any reasonable time"
+            )
+    return skipped
 
 
 def contender_gradient(name: str, network, settings):
@@ -134,32 +157,35 @@ def contender_gradient(name: str, network, settings):
         if name == "reference-tuned":
             keep_tile_buffers_in_heap()
         return reference_gradient(network, objective)
-    precision = "bf16" if name == "fast-bf16" else "auto"
+    precision = "bf16" if name == "fast-bf16" else settings.precision
     return TiledGradient(network, objective, tile_size=settings.tile_size, precision=precision)
 
 
-def contender_child(name: str, size: str, device: str, output: Path) -> None:
+def contender_child(name: str, size: str, device: str, precision: str, output: Path) -> None:
     """One contender in a process of its own, so that none runs in memory another has shaped (the
     reference's whole-image buffers fragment the heap the fast path reuses for its tiles, and the fast
     path tunes the C library's allocator for the whole process, which a plain program would not have).
     Dreams once per line on stdin; answers each with the seconds taken, and leaves the output in ``output``."""
-    workload = Workload(size, torch.device(device))
+    workload = Workload(size, torch.device(device), precision)
     network = load_network(workload.settings.network, device)
     gradient = contender_gradient(name, network, workload.settings)
+    kernels = gradient.kernel_path.describe() if hasattr(gradient, "kernel_path") else "PyTorch operators (plain code)"
     for _line in sys.stdin:
         seconds, out = workload.dream(gradient)
         torch.save(out.cpu(), output)
-        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}), flush=True)
+        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "kernels": kernels}), flush=True)
 
 
 class ContenderProcess:
-    def __init__(self, name: str, size: str, device: str, output: Path) -> None:
+    def __init__(self, name: str, size: str, device: str, precision: str, output: Path) -> None:
         self.output = output
+        command = [sys.executable, __file__, "--contender-child", name, str(output), "--size", size]
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "--contender-child", name, str(output), "--size", size, "--device", device],
+            [*command, "--device", device, "--precision", precision],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **CONTENDER_ENV.get(name, {})},
         )
 
     def dream(self) -> tuple[float, torch.Tensor]:
@@ -170,6 +196,7 @@ class ContenderProcess:
             raise SystemExit("A contender's process ended early; see its error above.")
         answer = json.loads(answer)
         self.peak_rss_mb = answer["peak_rss_mb"]
+        self.kernels = answer["kernels"]
         return answer["seconds"], torch.load(self.output)
 
     def close(self) -> None:
@@ -185,6 +212,7 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--save", type=Path, help="folder to write the outputs to, for a look")
     parser.add_argument("--device", default="cpu", help="cpu (the target's machine), cuda or mps")
+    parser.add_argument("--precision", default="auto", help="the engine's precision: auto (as users get it) or fp32")
     parser.add_argument("--big-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--contender-child", nargs=2, metavar=("NAME", "OUTPUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,28 +221,42 @@ def main() -> None:
         return
     if args.contender_child:
         name, output = args.contender_child
-        contender_child(name, args.size, args.device, Path(output))
+        contender_child(name, args.size, args.device, args.precision, Path(output))
         return
     device = torch.device(args.device)
 
-    workload = Workload(args.size, device)
+    workload = Workload(args.size, device, args.precision)
     settings, original, steps = workload.settings, workload.original, workload.steps
-    fast_precision = autocast_dtype(device, "auto")
+    fast_precision = autocast_dtype(device, args.precision)
+    onednn = re.search(r"MKL-DNN (v[\d.]+)", torch.__config__.show())
+    print(
+        f"CPU {cpu_model() or 'unknown'}; PyTorch runs {torch.backends.cpu.get_cpu_capability()} code; "
+        f"oneDNN {onednn.group(1) if onednn else 'unknown'}"
+    )
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.size}, "
         f"network {settings.network}, objective {settings.objective}, {settings.octaves} octaves x "
-        f"{settings.iterations} iterations, fast precision {fast_precision or 'fp32'} (auto), device {device}"
+        f"{settings.iterations} iterations, fast precision {fast_precision or 'fp32'} ({args.precision}), "
+        f"device {device}"
     )
+    skipped = skipped_contenders(device)
+    contenders = [name for name in CONTENDERS if name not in skipped]
     print("each in a process of its own, taking turns:")
-    for name, description in CONTENDERS.items():
-        print(f"  {name:>16}: {description}")
+    for name in contenders:
+        print(f"  {name:>16}: {CONTENDERS[name]}")
+    for name, reason in skipped.items():
+        print(f"  {name:>16}: skipped: {reason}")
 
     with tempfile.TemporaryDirectory() as scratch:
         processes = {
-            name: ContenderProcess(name, args.size, args.device, Path(scratch) / f"{name}.pt") for name in CONTENDERS
+            name: ContenderProcess(name, args.size, args.device, args.precision, Path(scratch) / f"{name}.pt")
+            for name in contenders
         }
         for process in processes.values():
             process.dream()  # warm-up: one-time preparation and allocator growth are not what we measure
+        print("kernel path per contender:")
+        for name, process in processes.items():
+            print(f"  {name:>16}: {process.kernels}")
         order = list(processes)
         times: dict[str, list[float]] = {name: [] for name in order}
         outputs: dict[str, torch.Tensor] = {}
@@ -239,14 +281,16 @@ def main() -> None:
 
     print(f"speed-up, fast over reference (the target's figure): {speed_up('reference', 'fast')}")
     print(f"speed-up, fast over reference-tuned:                 {speed_up('reference-tuned', 'fast')}")
-    print(f"speed-up, fast-bf16 over reference:                  {speed_up('reference', 'fast-bf16')}")
+    print(f"speed-up, fast over fast-pytorch (native kernels):   {speed_up('fast-pytorch', 'fast')}")
+    if "fast-bf16" in times:
+        print(f"speed-up, fast-bf16 over reference:                  {speed_up('reference', 'fast-bf16')}")
     outputs = {name: out.to(device) for name, out in outputs.items()}
 
     def quarter(image: torch.Tensor) -> torch.Tensor:
         return F.interpolate(image, scale_factor=0.25, mode="area")
 
     print("similarity to the reference output (SSIM, 1 = identical; full size / at 1/4 size, the overall look):")
-    for name in ("fast", "fast-bf16", "reference-tuned"):
+    for name in [n for n in ("fast", "fast-pytorch", "fast-bf16", "reference-tuned") if n in outputs]:
         print(
             f"  {name:>16}: {ssim(outputs[name], outputs['reference']):.3f} / "
             f"{ssim(quarter(outputs[name]), quarter(outputs['reference'])):.3f}"

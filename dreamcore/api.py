@@ -32,6 +32,7 @@ class DreamResult:
     image: Image.Image
     settings: DreamSettings  # fully resolved: objective and seed filled in, so the result can be reproduced
     seconds: float
+    kernels: str = ""  # which CPU path the dream took and why (dreamcore.kernel_choice), for people to read
 
     def metadata(self) -> dict:
         return {"dreamcore": 1, "settings": self.settings.to_dict(), "seconds": round(self.seconds, 3)}
@@ -130,4 +131,5 @@ def dream(
             on_step=on_step,
             should_stop=should_stop,
         )
-    return DreamResult(finish_image(to_image(dreamed), loaded), settings, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return DreamResult(finish_image(to_image(dreamed), loaded), settings, seconds, gradient.kernel_path.describe())

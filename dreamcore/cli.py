@@ -194,6 +194,7 @@ def command_dream(args: argparse.Namespace) -> int:
     path = save_image(result.image, args.output, metadata)
     if args.print_settings:
         print(json.dumps(result.settings.to_dict(), indent=2, sort_keys=True))
+        print(f"Computed with {result.kernels}.", file=sys.stderr)
     if not args.quiet:
         print(
             f"Wrote {path} ({result.image.width}x{result.image.height}, {result.settings.network} "
@@ -416,6 +417,23 @@ def command_models(args: argparse.Namespace) -> int:
         "Others download on first use; offline, put the file where the error message says, or run "
         "`dreamcore models import FILE`."
     )
+    from dreamcore.kernel_choice import measured_choices
+    from dreamcore.native import native_setting
+
+    setting = native_setting()
+    if setting != "auto":
+        print(
+            f"CPU kernels: DREAMCORE_NATIVE={'1' if setting == 'on' else '0'} forces the "
+            f"{'native kernels' if setting == 'on' else 'PyTorch operators'} for every network."
+        )
+        return 0
+    print("CPU kernels on this machine (the faster path, measured on each network's first fp32 dream):")
+    choices = measured_choices()
+    for name, choice in sorted(choices.items()):
+        print(f"  {name:<14} {choice.describe()}")
+    if not choices:
+        print("  none measured yet")
+    print("  DREAMCORE_NATIVE=1 or 0 forces the native kernels or PyTorch's operators.")
     return 0
 
 

@@ -49,13 +49,33 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name as the system reports it ("" where it does not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith(("model name", "Hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor()
+
+
 def cpu_bf16_pays(flags: frozenset[str] | None = None) -> bool:
     """Whether bfloat16 autocast makes dreaming faster on this CPU.
 
     Only with AMX tiles. Measured on a 2-core AVX512-BF16 CPU (Zen 4) with 512 px tiles: bf16 232 ms
     against fp32 222 ms per 1024x768 gradient, and a less faithful result, so fp32 it is there.
+    And only where PyTorch and oneDNN may use those instructions: ``ATEN_CPU_CAPABILITY=avx2`` or
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (how an AVX2 machine is imitated) leave bf16 emulated, 40x slower.
     """
-    return "amx_bf16" in (cpu_flags() if flags is None else flags)
+    if "amx_bf16" not in (cpu_flags() if flags is None else flags):
+        return False
+    onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (onednn_isa == "ALL" or "AMX" in onednn_isa)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import time
+from collections.abc import Collection
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +27,8 @@ from dreamcore.devices import (
     precision_context,
     uses_channels_last,
 )
-from dreamcore.native import overlap_add_input_gradient, use_fused_depthwise
+from dreamcore.kernel_choice import KernelPath, choose_kernel_path
+from dreamcore.native import FusedDepthwise, overlap_add_input_gradient, use_fused_depthwise
 from dreamcore.networks.base import Network, zero_padding
 from dreamcore.objectives import Objective
 
@@ -73,6 +76,7 @@ class TiledGradient:
         self.tile_size = tile_size or default_tile_size(network.device)
         self.dtype = autocast_dtype(network.device, precision)
         self.channels_last = uses_channels_last(network.device)
+        self.kernel_path = kernel_path_for(self.network, objective.layers, self.dtype, self.tile_size)
 
     def __call__(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
         height, width = image.shape[-2:]
@@ -91,6 +95,36 @@ class TiledGradient:
                 gradient[:, :, y0:y1, x0:x1] = tile_gradient
                 total_loss += loss.detach().float() * share
         return float(total_loss), gradient  # one device sync per call, not one per tile
+
+
+def kernel_path_for(network: Network, layers: Collection[str], dtype: torch.dtype | None, tile_size: int) -> KernelPath:
+    """Choose, and switch the network to, the faster CPU path for it (:mod:`dreamcore.kernel_choice`)."""
+    if network.device.type != "cpu":
+        return KernelPath(False, f"dreaming on {network.device.type}")
+    if dtype is not None:
+        precision = str(dtype).removeprefix("torch.")
+        return KernelPath(False, f"the native kernels are for fp32; this dream runs in {precision}")
+    stages = native_stages(network.module)
+    if not stages or not layers:
+        return KernelPath(False, f"{network.name} has no layers the native kernels speed up")
+    side = min(tile_size, 384)
+    probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    probe = probe.contiguous(memory_format=torch.channels_last)
+
+    def time_gradient(use_native: bool) -> float:
+        for stage in stages:
+            stage.use_native = use_native
+        pixels = probe.clone().requires_grad_(True)
+        started = time.perf_counter()
+        found = network.activations(pixels, layers)
+        torch.autograd.grad(sum(a.float().square().mean() for a in found.values()), pixels)
+        return time.perf_counter() - started
+
+    deepest = max(layers, key=network.catalog.depth)
+    choice = choose_kernel_path(network.name, time_gradient, f"{side}x{side} gradient to {deepest}")
+    for stage in stages:
+        stage.use_native = choice.native
+    return choice
 
 
 _prepare_lock = threading.Lock()
@@ -159,13 +193,14 @@ class StridedConv2d(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.conv = conv
+        self.use_native = True  # the stem's overlap-add; False where PyTorch's path measured faster
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if not (x.requires_grad and torch.is_grad_enabled()) or conv.weight.requires_grad:
             return conv(x)
         pads = zero_padding(conv, x.shape[-2], x.shape[-1])
-        return _StridedConvolution.apply(x, conv.weight, conv.bias, pads, conv.stride, conv.groups)
+        return _StridedConvolution.apply(x, conv.weight, conv.bias, pads, conv.stride, conv.groups, self.use_native)
 
 
 def use_strided_conv2d(module: nn.Module) -> int:
@@ -195,10 +230,11 @@ def use_strided_conv2d(module: nn.Module) -> int:
 
 class _StridedConvolution(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, pads, stride, groups):
+    def forward(ctx, x, weight, bias, pads, stride, groups, use_native):
         left, right, top, bottom = pads
         ctx.save_for_backward(weight)
         ctx.geometry = (x.shape, x.dtype, pads, stride, groups)
+        ctx.use_native = use_native
         if left == right and top == bottom:
             return F.conv2d(x, weight, bias, stride, (top, left), 1, groups)
         return F.conv2d(zero_padded(x, pads), weight, bias, stride, 0, 1, groups)
@@ -208,11 +244,11 @@ class _StridedConvolution(torch.autograd.Function):
         (weight,) = ctx.saved_tensors
         shape, dtype, (left, right, top, bottom), stride, groups = ctx.geometry
         height, width = shape[-2:]
-        if groups == 1:  # an image stem, on CPUs: see dreamcore.native
+        if groups == 1 and ctx.use_native:  # an image stem, on CPUs: see dreamcore.native
             pads = (left, right, top, bottom)
             fast = overlap_add_input_gradient(grad, weight, (height, width), pads, stride)
             if fast is not None:
-                return fast, None, None, None, None, None
+                return fast, None, None, None, None, None, None
         # The rows and columns a last window did not reach (stride > 1) come back as output padding.
         leftover = tuple(
             padded - ((out - 1) * s + k)
@@ -222,7 +258,20 @@ class _StridedConvolution(torch.autograd.Function):
         )
         # Under autocast the gradient arrives in the reduced precision the forward pass ran in.
         full = F.conv_transpose2d(grad, weight.to(grad.dtype), None, stride, 0, leftover, groups)
-        return full[:, :, top : top + height, left : left + width].to(dtype), None, None, None, None, None
+        return full[:, :, top : top + height, left : left + width].to(dtype), None, None, None, None, None, None
+
+
+def native_stages(module: nn.Module) -> list[FusedDepthwise | StridedConv2d]:
+    """The parts of a prepared network that can run native kernels on CPUs, each with a ``use_native``
+    switch: EfficientNet-Lite's fused steps, and strided convolutions (an image stem's input gradient)."""
+    stages: list[FusedDepthwise | StridedConv2d] = []
+    for child in module.modules():
+        fused = child.__dict__.get("expand_and_depthwise")
+        if isinstance(fused, FusedDepthwise):
+            stages.append(fused)
+        if isinstance(child, StridedConv2d) and child.conv.groups == 1 and child.conv.in_channels <= 4:
+            stages.append(child)
+    return stages
 
 
 def zero_padded(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:

@@ -7,8 +7,9 @@ pass each way, in which the expansion never leaves the core's cache. An image st
 input gradient (:func:`overlap_add_input_gradient`) is a matrix product and one native pass.
 
 ``native_kernels.cpp`` is compiled on first use with the machine's C++ compiler (``-march=native``,
-about a second) into the user cache and loaded with ctypes. Without a compiler, off Linux, or with
+about two seconds) into the user cache and loaded with ctypes. Without a compiler, off Linux, or with
 ``DREAMCORE_NATIVE=0``, PyTorch's operators run instead, with the same values up to float rounding.
+Whether a network's dream uses them is measured per machine (:mod:`dreamcore.kernel_choice`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,17 @@ from dreamcore.networks.weights import cache_dir
 log = logging.getLogger("dreamcore")
 
 SOURCE = Path(__file__).with_name("native_kernels.cpp")
-COMPILE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+COMPILE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+
+
+def target_arch() -> str:
+    """The -march the kernels are built for: the machine's own, or $DREAMCORE_NATIVE_ARCH (x86-64-v3 builds
+    the AVX2 code an AVX-512 machine would not otherwise run, to measure it there)."""
+    return os.environ.get("DREAMCORE_NATIVE_ARCH", "").strip() or "native"
+
+
+def compile_flags() -> tuple[str, ...]:
+    return (*COMPILE_FLAGS, f"-march={target_arch()}")
 
 
 def compiler() -> str | None:
@@ -45,10 +56,21 @@ def compiler() -> str | None:
     )
 
 
+def native_setting() -> str:
+    """$DREAMCORE_NATIVE as "on" (1: always the native kernels), "off" (0: never) or "auto" (unset: the
+    faster of the two paths, measured once per machine and network)."""
+    value = os.environ.get("DREAMCORE_NATIVE", "").strip().lower()
+    if value in ("0", "no", "off", "false"):
+        return "off"
+    if value in ("1", "yes", "on", "true"):
+        return "on"
+    return "auto"
+
+
 @functools.cache  # one build and one load per process
 def native_library() -> ctypes.CDLL | None:
     """The compiled kernels, building them into the cache on first use; None where they cannot run."""
-    if os.environ.get("DREAMCORE_NATIVE", "1").strip().lower() in ("0", "no", "off", "false"):
+    if native_setting() == "off":
         return None
     if not sys.platform.startswith("linux"):
         return None  # loading it into PyTorch's own OpenMP runtime is only arranged for here
@@ -79,7 +101,7 @@ def native_library() -> ctypes.CDLL | None:
 def build_key(cxx: str) -> str:
     """Changes with the source, the flags, the compiler and the CPU (the code is -march=native)."""
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    parts = [SOURCE.read_text(), " ".join(COMPILE_FLAGS), cxx, version, " ".join(sorted(cpu_flags()))]
+    parts = [SOURCE.read_text(), " ".join(compile_flags()), cxx, version, " ".join(sorted(cpu_flags()))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -89,7 +111,7 @@ def build(cxx: str, library: Path) -> None:
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         partial = Path(scratch) / library.name
         result = subprocess.run(
-            [cxx, *COMPILE_FLAGS, str(SOURCE), "-o", str(partial)], capture_output=True, text=True, timeout=300
+            [cxx, *compile_flags(), str(SOURCE), "-o", str(partial)], capture_output=True, text=True, timeout=300
         )
         if result.returncode != 0:
             raise subprocess.SubprocessError(f"{cxx} failed: {result.stderr.strip()[-500:]}")
@@ -117,6 +139,7 @@ class FusedDepthwise:
     def __init__(
         self, depthwise_conv: nn.Module, expand_conv: nn.Conv2d | None = None, *, expand_natively: bool | None = None
     ) -> None:
+        self.use_native = True  # False where PyTorch's path measured faster (dreamcore.kernel_choice)
         self.depthwise_conv = depthwise_conv  # what PyTorch's path calls (perhaps a StridedConv2d)
         self.conv = conv = getattr(depthwise_conv, "conv", depthwise_conv)  # the nn.Conv2d inside
         self.expand_conv = expand_conv
@@ -139,7 +162,7 @@ class FusedDepthwise:
             self.expansion_bias = bias_of(expand_conv)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        library = native_library()
+        library = native_library() if self.use_native else None
         if library is None or not self.takes(x):
             if self.expand_conv is not None:
                 x = F.relu6(self.expand_conv(x))

@@ -14,11 +14,22 @@
 #include <vector>
 
 namespace {
-typedef float vf __attribute__((vector_size(64)));  // 16 lanes; GCC splits it on narrower CPUs
-typedef int vi __attribute__((vector_size(64)));
-typedef unsigned char vb __attribute__((vector_size(16)));
-constexpr int L = 16;  // lanes
-constexpr int B = 8;   // pixels per register block
+// One vector is one register of the machine the code is built for, and register blocks are sized to
+// that machine's register file: 16-float vectors on AVX2 are pairs of registers, and blocks sized for
+// AVX-512's 32 registers spill on AVX2's 16 (that made these kernels 4x slower than PyTorch there).
+#if defined(__AVX512F__)
+constexpr int L = 16, REGISTERS = 32;
+#elif defined(__AVX__)
+constexpr int L = 8, REGISTERS = 16;
+#elif defined(__aarch64__)
+constexpr int L = 4, REGISTERS = 32;
+#else
+constexpr int L = 4, REGISTERS = 16;
+#endif
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef int vi __attribute__((vector_size(4 * L)));
+typedef unsigned char vb __attribute__((vector_size(L)));
+constexpr int B = 8;  // pixels per register block
 
 inline vf load(const float *p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void store(float *p, vf v) { std::memcpy(p, &v, sizeof v); }
@@ -97,24 +108,34 @@ inline void gemm_tile(const float *a, int lda, const float *b, int ldb, const fl
     }
 }
 
+// Pixels per register block for V vectors of columns: as many as the registers hold beside a row of
+// b and a broadcast (8 and 4 on AVX-512; 8, 6 and 4 on AVX2). Few columns take more pixels, so that
+// loads of b do not dominate.
+template <int V>
+constexpr int pixels_per_block() {
+    return REGISTERS >= 32 ? (V <= 2 ? 8 : 4) : ((REGISTERS - 1 - V) / V >= 8 ? 8 : (REGISTERS - 1 - V) / V);
+}
+constexpr int VECTORS_PER_BLOCK = REGISTERS >= 32 ? 4 : 3;
+
 template <int V>
 void gemm_columns(const float *a, int lda, int P, const float *b, int ldb, const float *bias, float *out, int ldo,
                   int K, int n0, int N) {
+    constexpr int PB = pixels_per_block<V>();
     int p = 0;
-    if (V <= 2) {  // few columns: more pixels per block, so that loads of b do not dominate
-        for (; p + 8 <= P; p += 8) gemm_tile<8, V>(a + (size_t)p * lda, lda, b, ldb, bias, out + (size_t)p * ldo, ldo, K, n0, N);
+    for (; p + PB <= P; p += PB) gemm_tile<PB, V>(a + (size_t)p * lda, lda, b, ldb, bias, out + (size_t)p * ldo, ldo, K, n0, N);
+    if (PB > 4) {
+        for (; p + 4 <= P; p += 4) gemm_tile<4, V>(a + (size_t)p * lda, lda, b, ldb, bias, out + (size_t)p * ldo, ldo, K, n0, N);
     }
-    for (; p + 4 <= P; p += 4) gemm_tile<4, V>(a + (size_t)p * lda, lda, b, ldb, bias, out + (size_t)p * ldo, ldo, K, n0, N);
     for (; p < P; p++) gemm_tile<1, V>(a + (size_t)p * lda, lda, b, ldb, bias, out + (size_t)p * ldo, ldo, K, n0, N);
 }
 
 // A row of pixels through a 1x1 convolution: out (P, N) = bias + a (P, K) @ b (K, N). Columns of b
-// in the outer loop, four vectors at a time, so that they stay in the L1 cache across the pixels.
+// in the outer loop, a few vectors at a time, so that they stay in the L1 cache across the pixels.
 void gemm_rows(const float *a, int lda, int P, const float *b, int ldb, const float *bias, float *out, int ldo, int K,
                int N) {
     const int vectors = (N + L - 1) / L;
-    for (int v0 = 0; v0 < vectors; v0 += 4) {
-        switch (vectors - v0 < 4 ? vectors - v0 : 4) {
+    for (int v0 = 0; v0 < vectors; v0 += VECTORS_PER_BLOCK) {
+        switch (vectors - v0 < VECTORS_PER_BLOCK ? vectors - v0 : VECTORS_PER_BLOCK) {
             case 1: gemm_columns<1>(a, lda, P, b, ldb, bias, out, ldo, K, v0 * L, N); break;
             case 2: gemm_columns<2>(a, lda, P, b, ldb, bias, out, ldo, K, v0 * L, N); break;
             case 3: gemm_columns<3>(a, lda, P, b, ldb, bias, out, ldo, K, v0 * L, N); break;

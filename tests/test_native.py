@@ -268,6 +268,7 @@ def test_prepared_lite_networks_use_the_fused_step_with_the_same_gradient() -> N
 @needs_compiler
 def test_real_weights_dream_gradient_matches_pytorchs(monkeypatch) -> None:
     """The packaged lite0 at a realistic tile: the native and PyTorch paths agree."""
+    monkeypatch.setenv("DREAMCORE_NATIVE", "1")  # whichever is faster here, compare the native path
     network = load_network("lite0", "cpu")
     gradient = TiledGradient(network, parse("block9", network.catalog), tile_size=512, precision="fp32")
     image = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(5))
