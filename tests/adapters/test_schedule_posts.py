@@ -231,7 +231,9 @@ async def test_the_most_liked_shared_dream_is_posted_and_only_shared_ones_are_pi
             assert liked.original is not None and liked.original.content == "Liked. This dream has 1 like."
             assert (await (await bot.web.post(f"/api/jobs/{jobs[1]}/like")).json())["likes"] == 2
             assert (await (await bot.web.post(f"/api/jobs/{jobs[1]}/like")).json())["likes"] == 2  # once a browser
-            for user in (fake.user, fake.admin, fake.owner):
+            dave = fake.add_user("dave")
+            fake.add_member(fake.guild, dave)
+            for user in (fake.user, fake.admin, dave):
                 await fake.click_button(messages[2], f"dreambot:like:{jobs[2]}", user=user)
             await until(lambda: bot.service.sharing.likes(jobs[2]) == 3)
 
