@@ -397,4 +397,15 @@ price_reply = 0.010
 price_media_metadata = 0.005
 answers_per_conversation = 3
 block_list = []
+
+# Scheduled posts (the dream of the day), one [[schedule]] table each; without any, one dream-of-the-day at
+# 09:00 UTC posts a class picture everywhere an account is set up. `schedule = []` turns them off.
+# [[schedule]]
+# name = "dream-of-the-day"
+# cron = "0 9 * * *"          # minute hour day month day-of-week (0 or 7 = Sunday, as in cron)
+# timezone = "UTC"
+# source = "class"            # class, mix, letters, path, photo (with folder = "..."), shared
+# classes = []                # pick from these ImageNet classes (empty: all); deny = [] never these
+# destinations = ["discord", "x", "mastodon", "bluesky", "web"]
+# grace_hours = 6             # a run missed while the bot was down is caught up once within this
 """

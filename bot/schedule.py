@@ -33,13 +33,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.config import SCHEDULE_DESTINATIONS, SCHEDULE_SOURCES, ConfigError, ScheduleConfig
 from bot.jobqueue import Priority, QueueError
-from bot.media import DESTINATION_LIMITS, fit_result
-from bot.options import Command, Mode, OptionError, build_command
-from bot.requests import Destination, DreamRequest, Requester
+
+if TYPE_CHECKING:
+    from bot.options import Command
+
+# bot.options, bot.media and dreamcore (and with them PyTorch) are imported where they are used: checking the
+# configuration at start must stay quick for every `dreambot` command.
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +149,8 @@ def check_schedules(schedules: tuple[ScheduleConfig, ...]) -> None:
         if schedule.retries < 1 or schedule.retry_seconds < 0:
             raise ConfigError(f"{label}: retries must be at least 1 and retry_seconds at least 0.")
         if schedule.classes or schedule.deny:
+            from bot.options import OptionError
+
             try:
                 class_pool(schedule)
             except OptionError as error:
@@ -165,6 +170,7 @@ def check_schedules(schedules: tuple[ScheduleConfig, ...]) -> None:
 
 def class_pool(schedule: ScheduleConfig) -> list[str]:
     """The class names a schedule picks from: its allow list (or all of ImageNet) without its deny list."""
+    from bot.options import OptionError
     from dreamcore.classes import class_labels, find_class
     from dreamcore.errors import DreamError
 
@@ -429,6 +435,8 @@ class NothingToPost(Exception):
 
 def plan(schedule: ScheduleConfig, slot: str, due: float, shared: Callable[[float], list[str]]) -> Plan:
     """The run's picture, chosen by a random generator seeded with the run's key: a restart chooses the same."""
+    from bot.options import Mode, OptionError, build_command
+
     rng = random.Random(f"{schedule.name}|{slot}")
     options: dict[str, Any] = {"seed": rng.randrange(2**31)}
     if schedule.network:
@@ -455,6 +463,8 @@ def plan(schedule: ScheduleConfig, slot: str, due: float, shared: Callable[[floa
 
 
 def _drawing(schedule: ScheduleConfig, rng: random.Random, pool: list[str], options: dict, slot: str) -> Plan:
+    from bot.options import Mode, build_command
+
     first = rng.choice(pool)
     if schedule.source == "class":
         return Plan(f"a {first}", build_command(Mode.VISUALIZE, first, options))
@@ -670,6 +680,8 @@ class DreamScheduler:
 
     async def _dream(self, schedule: ScheduleConfig, run: Run) -> Any:
         """The run's finished job: queued once (the job id is recorded), waited for again after a restart."""
+        from bot.requests import Destination, DreamRequest, Requester
+
         job_id = run.job_id
         if job_id is None:
             chosen = plan(schedule, run.slot, run.due, self._shared)
@@ -698,6 +710,7 @@ class DreamScheduler:
     ) -> None:
         """One destination: recorded before and after; retried with backoff; the others never wait for it."""
         from bot.adapters.social import Backoff
+        from bot.media import DESTINATION_LIMITS, fit_result
 
         name = schedule.name
         account = self.destinations[destination]
@@ -742,6 +755,8 @@ class DreamScheduler:
 
     async def preview(self, name: str | None = None) -> Picture:
         """The next run's picture, made now (through the queue) and not posted; the same seed the run will use."""
+        from bot.requests import Destination, DreamRequest, Requester
+
         name = name or next(iter(self.schedules), "")
         schedule = self.schedule(name)
         slot, due = self.next_slot(schedule.name)
