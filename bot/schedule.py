@@ -475,10 +475,10 @@ def _drawing(schedule: ScheduleConfig, rng: random.Random, pool: list[str], opti
         from dreamcore.shapes import PATH_SHAPES
 
         shape = rng.choice(PATH_SHAPES)
-        return Plan(f"{first}s along a {shape}", build_command(Mode.PATH, first, {**options, "shape": shape}))
+        return Plan(f"a {first} drawn along a {shape}", build_command(Mode.PATH, first, {**options, "shape": shape}))
     day = datetime.strptime(slot[:10], "%Y-%m-%d") if slot[:4].isdigit() else datetime.now(UTC)
     text = rng.choice(schedule.words) if schedule.words else day.strftime("%d %b").upper()
-    return Plan(f"{text} written in {first}s", build_command(Mode.LETTERS, text, {**options, "fill": first}))
+    return Plan(f"{text} in letters made of {first}", build_command(Mode.LETTERS, text, {**options, "fill": first}))
 
 
 def caption_of(what: str, settings: str, public_url: str) -> str:

@@ -251,3 +251,54 @@ def test_schedules_from_the_file(tmp_path: Path) -> None:
     assert load_config(environ={}).schedules[0].name == "dream-of-the-day"  # the default
     path.write_text("schedule = []\n", encoding="utf-8")
     assert load_config(path, environ={}).schedules == ()
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+def test_sources_choose_the_same_picture_for_a_run_and_another_for_the_next() -> None:
+    from bot.schedule import plan
+
+    def nothing_shared(_since: float) -> list[str]:
+        return []
+
+    mix = ScheduleConfig(source="mix", classes=("banana", "goldfish", "volcano"), deny=("volcano",))
+    first = plan(mix, "2026-03-10T09:00", 0.0, nothing_shared)
+    assert first == plan(mix, "2026-03-10T09:00", 0.0, nothing_shared)  # a restart picks the same
+    assert first.command is not None and first.command.mode == "mix"
+    assert sorted(first.command.subject.split(" + ")) == ["banana", "goldfish"]  # never the denied volcano
+    seeds = {plan(mix, f"2026-03-{day:02d}T09:00", 0.0, nothing_shared).command.options["seed"] for day in range(1, 9)}
+    assert len(seeds) == 8
+    letters = plan(ScheduleConfig(source="letters", classes=("goldfish",)), "2026-03-10T09:00", 0.0, nothing_shared)
+    assert letters.command is not None and (letters.command.subject, letters.command.options["fill"]) == (
+        "10 MAR",
+        "goldfish",
+    )
+    assert letters.what == "10 MAR in letters made of goldfish"
+    path = plan(ScheduleConfig(source="path", classes=("jellyfish",)), "2026-03-10T09:00", 0.0, nothing_shared)
+    assert path.command is not None and path.command.options["shape"] in ("line", "circle", "spiral", "wave")
+    from bot.schedule import NothingToPost
+
+    with pytest.raises(NothingToPost, match="no one shared a dream in the last day"):
+        plan(ScheduleConfig(source="shared"), "2026-03-10T09:00", 0.0, nothing_shared)
+
+
+@pytest.mark.asyncio
+async def test_a_photo_from_the_folder_is_dreamed_with_a_random_look_at_the_scheduled_priority(tmp_path: Path) -> None:
+    from bot.jobqueue import Priority
+    from dreamcore.settings import PRESETS
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "chelsea.png").write_bytes((Path(__file__).parent / "data" / "chelsea.png").read_bytes())
+    (folder / "notes.txt").write_text("not a photo")
+    config = make_config(tmp_path, source="photo", folder=str(folder))
+    x = Recorder("x")
+    async with running(config, {"x": x}) as scheduler:
+        run = await scheduler.run_now("dream-of-the-day")
+        job = await scheduler.service.queue.get(run.job_id)
+        request = await scheduler.service.request_of(run.job_id)
+    assert run.state == "done" and run.what.startswith("chelsea dreamed with the ")
+    assert job.priority == Priority.SCHEDULED  # behind people's requests
+    assert request.command.mode == "dream" and request.command.options["preset"] in PRESETS
+    assert request.image_key is not None and len(x.posts) == 1

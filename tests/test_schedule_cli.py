@@ -41,9 +41,7 @@ def test_list_before_any_run(config_file: Path, capsys: pytest.CaptureFixture[st
     assert "  last run: never" in out and "  web       not yet" in out
 
 
-def test_run_and_preview_on_their_own(
-    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_and_preview_on_their_own(config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config_file), "schedule", "run", "daily"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("daily manual-") and ": done" in out.splitlines()[0]
@@ -84,3 +82,15 @@ async def test_run_goes_through_the_running_service(config_file: Path, capsys: p
     finally:
         store.close()
     assert "  web       posted" in out
+
+
+def test_status_reports_a_destination_that_failed(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = load_config(config_file, environ={})
+    config.data_dir.mkdir(parents=True)
+    store = ScheduleStore(config.database_path)
+    store.claim("daily", "2026-03-10T09:00", 1773133200.0, state="partial")
+    store.post("daily", "2026-03-10T09:00", "x")
+    store.update_post("daily", "2026-03-10T09:00", "x", state="failed", error="X answered 503", attempt=True)
+    store.close()
+    assert main(["--config", str(config_file), "status"]) == 0
+    assert "⚠️  schedule daily: posting to x failed: X answered 503" in capsys.readouterr().out

@@ -234,8 +234,8 @@ async def test_the_most_liked_shared_dream_is_posted_and_only_shared_ones_are_pi
             dave = fake.add_user("dave")
             fake.add_member(fake.guild, dave)
             for user in (fake.user, fake.admin, dave):
-                await fake.click_button(messages[2], f"dreambot:like:{jobs[2]}", user=user)
-            await until(lambda: bot.service.sharing.likes(jobs[2]) == 3)
+                await (await fake.click_button(messages[2], f"dreambot:like:{jobs[2]}", user=user))
+            assert bot.service.sharing.likes(jobs[2]) == 3
 
         with time_machine.travel(at("2026-03-10T08:59:58"), tick=True):
             async with dreambot(fake, config) as bot:
@@ -276,7 +276,7 @@ async def test_dreambot_preview_shows_the_next_picture_to_the_admin_only(
             (row,) = bot.scheduler.status()["schedules"]
     assert record.original is not None and record.original.ephemeral
     assert record.original.content.startswith("Preview of dream-of-the-day for 2026-03-11T09:00:")
-    assert "DREAM written in " in record.original.content
+    assert "DREAM in letters made of " in record.original.content
     assert record.original.attachments[0].filename == "preview.png"
     assert fake.bot_messages(fake.guild.channels[1]) == [] and fake_x.replies_by_bot() == []
     assert row["last_run"] is None  # a preview is not a run
