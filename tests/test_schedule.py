@@ -85,6 +85,15 @@ def runs(config: Config, name: str = "dream-of-the-day") -> list[tuple[str, str]
         store.close()
 
 
+def arrive(traveller: time_machine.Traveller, scheduler: DreamScheduler, when: str) -> None:
+    """Jump the frozen clock to just before a fire time, and let APScheduler look at the clock again.
+
+    Started well before, so a slow start never passes the fire time; the scheduler's own timer then fires.
+    """
+    traveller.move_to(at(when))
+    scheduler.aps.wakeup()
+
+
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC) if "+" not in text else datetime.fromisoformat(text)
 
@@ -96,9 +105,10 @@ def at(text: str) -> datetime:
 async def test_the_trigger_fires_and_each_destination_gets_exactly_one_post(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     x, discord = Recorder("x"), Recorder("discord")
-    with time_machine.travel(at("2026-03-10T08:59:59.6"), tick=True):
+    with time_machine.travel(at("2026-03-10T08:50:00"), tick=True) as traveller:
         async with running(config, {"x": x, "discord": discord}) as scheduler:
             assert runs(config) == []  # nothing due at start
+            arrive(traveller, scheduler, "2026-03-10T08:59:59.8")
             await until(lambda: runs(config) == [("2026-03-10T09:00", "done")])
             scheduler.fired.clear()
             await scheduler.tick("dream-of-the-day")  # a second look at the same time posts nothing more
@@ -120,8 +130,9 @@ async def test_a_restart_in_the_middle_of_a_run_completes_without_duplicates(tmp
     x, discord = Recorder("x"), Recorder("discord")
     discord.gate = asyncio.Event()  # Discord's post hangs: the bot stops while it does
     key = "dream-of-the-day/2026-03-10T09:00"
-    with time_machine.travel(at("2026-03-10T08:59:59.6"), tick=True):
-        async with running(config, {"x": x, "discord": discord}):
+    with time_machine.travel(at("2026-03-10T08:50:00"), tick=True) as traveller:
+        async with running(config, {"x": x, "discord": discord}) as scheduler:
+            arrive(traveller, scheduler, "2026-03-10T08:59:59.8")
             await until(lambda: key in x.posts and discord.waiting.is_set())
         assert runs(config) == [("2026-03-10T09:00", "posting")]
         discord.gate = None
@@ -135,8 +146,9 @@ async def test_a_restart_in_the_middle_of_a_run_completes_without_duplicates(tmp
 async def test_two_missed_days_are_caught_up_once(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     x = Recorder("x")
-    with time_machine.travel(at("2026-03-10T08:59:59.6"), tick=True):
-        async with running(config, {"x": x}):
+    with time_machine.travel(at("2026-03-10T08:50:00"), tick=True) as traveller:
+        async with running(config, {"x": x}) as scheduler:
+            arrive(traveller, scheduler, "2026-03-10T08:59:59.8")
             await until(lambda: runs(config) == [("2026-03-10T09:00", "done")])
     # down on the 11th and the 12th; back at 10:00 on the 12th, within the six hours' grace
     with time_machine.travel(at("2026-03-12T10:00:00"), tick=True):
@@ -171,16 +183,15 @@ async def test_daylight_saving_neither_skips_nor_doubles(tmp_path: Path) -> None
     # and the real scheduler, which wakes at both 02:30s of 25 October: one post
     config = make_config(tmp_path, cron="30 2 * * *", timezone="Europe/Berlin")
     x = Recorder("x")
-    with time_machine.travel(at("2026-10-25T00:29:59.6"), tick=True) as traveller:
+    with time_machine.travel(at("2026-10-25T00:20:00"), tick=True) as traveller:
         async with running(config, {"x": x}) as scheduler:
+            arrive(traveller, scheduler, "2026-10-25T00:29:59.8")
             await until(lambda: runs(config) == [("2026-10-25T02:30", "done")])
             scheduler.fired.clear()
-            traveller.move_to(at("2026-10-25T01:29:59.6"))  # the clock went back: 02:30 again
-            scheduler.aps.wakeup()
+            arrive(traveller, scheduler, "2026-10-25T01:29:59.8")  # the clock went back: 02:30 again
             await asyncio.wait_for(scheduler.fired.wait(), 10)
             assert runs(config) == [("2026-10-25T02:30", "done")]
-            traveller.move_to(at("2026-10-26T01:29:59.6"))  # the next day, in winter time
-            scheduler.aps.wakeup()
+            arrive(traveller, scheduler, "2026-10-26T01:29:59.8")  # the next day, in winter time
             await until(lambda: ("2026-10-26T02:30", "done") in runs(config))
     assert list(x.posts) == ["dream-of-the-day/2026-10-25T02:30", "dream-of-the-day/2026-10-26T02:30"]
 
@@ -189,8 +200,9 @@ async def test_daylight_saving_neither_skips_nor_doubles(tmp_path: Path) -> None
 async def test_an_outage_is_retried_and_reported_while_the_others_post(tmp_path: Path) -> None:
     config = make_config(tmp_path, retries=3)
     x, flaky, down = Recorder("x"), Recorder("discord", failures=2), Recorder("web", failures=99)
-    with time_machine.travel(at("2026-03-10T08:59:59.6"), tick=True):
+    with time_machine.travel(at("2026-03-10T08:50:00"), tick=True) as traveller:
         async with running(config, {"x": x, "discord": flaky, "web": down}) as scheduler:
+            arrive(traveller, scheduler, "2026-03-10T08:59:59.8")
             await until(lambda: runs(config) == [("2026-03-10T09:00", "partial")])
             status = scheduler.status()
     assert len(x.posts) == 1 and x.calls == 1
