@@ -172,12 +172,24 @@ def command_schedule(args: argparse.Namespace, config: Config) -> int:
                     error = f" ({post['error']})" if post.get("error") else ""
                     print(f"  {name:<9} {post['state']}{error}")
             return 0
-        if args.action == "run" and store.service_running():
-            slot = f"manual-{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}"
+        if store.service_running():  # never a second worker on the running service's queue
+            kind = "manual" if args.action == "run" else "preview"
+            slot = f"{kind}-{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}"
             store.request(args.name, slot)
-            print(f"Asked the running service to post {args.name} now; waiting for it...", flush=True)
+            what = "post" if args.action == "run" else "make the next picture of"
+            print(f"Asked the running service to {what} {args.name} now; waiting for it...", flush=True)
             deadline = time.time() + args.timeout
             while time.time() < deadline:
+                if args.action == "preview":
+                    made = store.preview(slot)
+                    if made is not None:
+                        picture, error = made
+                        if picture is None:
+                            raise ConfigError(f"The preview of {args.name} could not be made: {error}")
+                        _write_preview(picture, args.out)
+                        return 0
+                    time.sleep(1.0)
+                    continue
                 run = store.run(args.name, slot)
                 if run is not None and run.state in FINAL_RUN_STATES:
                     _print_run(run, store.posts(args.name, slot))
@@ -193,12 +205,16 @@ def command_schedule(args: argparse.Namespace, config: Config) -> int:
     engine = DreamcoreEngine(config.worker.device)
     result, posts = asyncio.run(run_schedule_once(config, args.name, engine, preview=args.action == "preview"))
     if args.action == "preview":
-        out = args.out or Path(f"preview-{result.schedule}.{result.extension}")
-        out.write_bytes(result.data)
-        print(f"Wrote {out} ({result.slot}); nothing was posted.\n{result.caption}")
+        _write_preview(result, args.out)
         return 0
     _print_run(result, posts)
     return 0 if result.state == "done" else 1
+
+
+def _write_preview(picture: object, out: Path | None) -> None:
+    out = out or Path(f"preview-{picture.schedule}.{picture.extension}")  # type: ignore[attr-defined]
+    out.write_bytes(picture.data)  # type: ignore[attr-defined]
+    print(f"Wrote {out} ({picture.slot}); nothing was posted.\n{picture.caption}")  # type: ignore[attr-defined]
 
 
 def _print_run(run: object, posts: list) -> None:

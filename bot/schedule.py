@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "schedule"
 PHOTO_TYPES = (".png", ".jpg", ".jpeg", ".webp")
 CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron's 0..6 (7 is Sunday again)
+# Platforms' own size limits where bot.media has none yet (Bluesky's blobs are at most 1,000,000 bytes).
+OWN_LIMITS = {"bluesky": 1_000_000}
 LOOKBACK = timedelta(days=31)  # the furthest back a catch-up looks (a month of a minutely schedule at most)
 FINAL_RUN_STATES = ("done", "partial", "missed", "failed")
 
@@ -260,6 +262,10 @@ CREATE TABLE IF NOT EXISTS schedule_requests (
     id INTEGER PRIMARY KEY, schedule TEXT NOT NULL, slot TEXT NOT NULL, requested_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS schedule_heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS schedule_previews (
+    slot TEXT PRIMARY KEY, schedule TEXT NOT NULL, state TEXT NOT NULL, next_slot TEXT, extension TEXT, data BLOB,
+    caption TEXT, error TEXT, at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -404,6 +410,37 @@ class ScheduleStore:
         for row in rows:
             self.db.execute("DELETE FROM schedule_requests WHERE id = ?", (row[0],))
         return [(schedule, slot) for _, schedule, slot in rows]
+
+    def save_preview(self, slot: str, schedule: str, picture: Picture | None, error: str | None = None) -> None:
+        """A preview the command line asked the running service for (kept until the next one)."""
+        self.db.execute("DELETE FROM schedule_previews WHERE slot != ?", (slot,))
+        self.db.execute(
+            "INSERT OR REPLACE INTO schedule_previews VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                slot,
+                schedule,
+                "failed" if picture is None else "done",
+                picture.slot if picture else None,
+                picture.extension if picture else None,
+                picture.data if picture else None,
+                picture.caption if picture else None,
+                error,
+                time.time(),
+            ),
+        )
+
+    def preview(self, slot: str) -> tuple[Picture | None, str | None] | None:
+        """(picture, error) once the service has made it; None while it has not."""
+        row = self.db.execute(
+            "SELECT schedule, state, next_slot, extension, data, caption, error FROM schedule_previews WHERE slot = ?",
+            (slot,),
+        ).fetchone()
+        if row is None:
+            return None
+        schedule, state, next_slot, extension, data, caption, error = row
+        if state != "done":
+            return None, error
+        return Picture(schedule, next_slot, data, extension, caption), None
 
     def beat(self) -> None:
         self.db.execute("INSERT OR REPLACE INTO schedule_heartbeat VALUES (1, ?)", (time.time(),))
@@ -585,9 +622,20 @@ class DreamScheduler:
         while True:
             self.store.beat()
             for name, slot in self.store.take_requests():
-                if name in self.schedules:
+                if name in self.schedules and slot.startswith("preview-"):
+                    self._spawn(self._preview_for_command_line(name, slot))
+                elif name in self.schedules:
                     self._spawn(self.run_now(name, slot))
             await asyncio.sleep(self.poll_seconds)
+
+    async def _preview_for_command_line(self, name: str, slot: str) -> None:
+        try:
+            self.store.save_preview(slot, name, await self.preview(name))
+        except (QueueError, ConfigError) as error:
+            self.store.save_preview(slot, name, None, str(error))
+        except Exception as error:
+            log.exception("schedule %s: the preview failed", name)
+            self.store.save_preview(slot, name, None, f"the preview failed ({type(error).__name__}); see the log")
 
     # ------------------------------------------------------------------ what is due
 
@@ -650,7 +698,7 @@ class DreamScheduler:
             return run
         try:
             view = await self._dream(schedule, run)
-        except NothingToPost as error:
+        except (NothingToPost, QueueError) as error:  # nothing shared today; the dream was removed meanwhile
             log.warning("schedule %s: nothing to post for %s: %s", name, slot, error)
             self.store.update_run(name, slot, state="failed", error=str(error))
             return self.store.claim(name, slot, due)
@@ -714,7 +762,7 @@ class DreamScheduler:
 
         name = schedule.name
         account = self.destinations[destination]
-        limit = DESTINATION_LIMITS.get(destination, 5 * 10**6)
+        limit = DESTINATION_LIMITS.get(destination) or OWN_LIMITS.get(destination, 5 * 10**6)
         fitted, fitted_extension = await asyncio.get_running_loop().run_in_executor(
             None, fit_result, data, extension, limit
         )

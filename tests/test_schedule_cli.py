@@ -84,6 +84,29 @@ async def test_run_goes_through_the_running_service(config_file: Path, capsys: p
     assert "  web       posted" in out
 
 
+@pytest.mark.asyncio
+async def test_preview_goes_through_the_running_service(
+    config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(config_file, environ={})
+    service = await DreamService.open(config, NullEngine())
+    service.start()
+    scheduler = DreamScheduler(service, config.schedules, {"web": WebGallery()}, poll_seconds=0.05)
+    await scheduler.start()
+    picture = tmp_path / "next.png"
+    try:
+        command = ["--config", str(config_file), "schedule", "preview", "daily", "--out", str(picture)]
+        code = await asyncio.to_thread(main, command)
+        jobs = await service.queue.all_jobs(limit=10)
+    finally:
+        await scheduler.close()
+        await service.close()
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith("Asked the running service to make the next picture of daily now")
+    assert f"Wrote {picture} (" in out and picture.read_bytes().startswith(b"\x89PNG")
+    assert [job.user for job in jobs] == ["schedule:daily-preview"]  # the running service made it, not a second one
+
+
 def test_status_reports_a_destination_that_failed(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = load_config(config_file, environ={})
     config.data_dir.mkdir(parents=True)
