@@ -291,3 +291,22 @@ async def test_dreambot_preview_shows_the_next_picture_to_the_admin_only(
     assert record.original.attachments[0].filename == "preview.png"
     assert fake.bot_messages(fake.guild.channels[1]) == [] and fake_x.replies_by_bot() == []
     assert row["last_run"] is None  # a preview is not a run
+
+
+async def test_a_crash_between_the_discord_post_and_its_record_posts_nothing_twice(
+    fake_discord: FakeDiscord, fake_x: FakeX, tmp_path: Path
+) -> None:
+    fake = fake_discord
+    dreams = fake.guild.channels[1]
+    async with dreambot(fake, make_config(tmp_path), schedules=False) as bot:
+        await set_dream_channel(fake, dreams, fake.admin)
+        image = (Path(__file__).parents[1] / "data" / "chelsea.png").read_bytes()
+        first = await bot.discord.post_to_own_account(image, "png", "Dream of the day: a cat", "A cat", "daily/1")
+        # the process died after Discord took the post and before its id was written down
+        bot.discord.store.db.execute("UPDATE deliveries SET message_id = NULL WHERE job_id LIKE 'own:%'")
+        again = await bot.discord.post_to_own_account(image, "png", "Dream of the day: a cat", "A cat", "daily/1")
+        assert again == first  # found in the channel's history, not posted again
+        other = await bot.discord.post_to_own_account(image, "png", "Dream of the day: a dog", "A dog", "daily/2")
+    assert [m.content for m in fake.bot_messages(dreams)] == ["Dream of the day: a cat", "Dream of the day: a dog"]
+    assert other != first
+    assert fake.bot_messages(dreams)[0].attachments[0].description == "A cat"
