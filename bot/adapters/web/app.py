@@ -264,6 +264,7 @@ async def gallery(request: web.Request) -> web.Response:
         jobs = [first, *(job for job in jobs if job["id"] != first["id"])]
     for job in jobs:
         job["likes"] = service.sharing.likes(job["id"])
+        job["shared"] = service.sharing.is_shared(job["id"])
     return web.json_response({"jobs": jobs})
 
 
