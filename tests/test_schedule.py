@@ -103,17 +103,20 @@ def at(text: str) -> datetime:
 
 @pytest.mark.asyncio
 async def test_the_trigger_fires_and_each_destination_gets_exactly_one_post(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
-    x, discord = Recorder("x"), Recorder("discord")
+    # any platform plugs in by name with the own-account method: here Mastodon and Bluesky stand-ins too
+    config = make_config(tmp_path, destinations=("x", "web", "discord", "mastodon", "bluesky"))
+    x, discord, mastodon, bluesky = Recorder("x"), Recorder("discord"), Recorder("mastodon"), Recorder("bluesky")
+    accounts = {"x": x, "discord": discord, "mastodon": mastodon, "bluesky": bluesky}
     with time_machine.travel(at("2026-03-10T08:50:00"), tick=True) as traveller:
-        async with running(config, {"x": x, "discord": discord}) as scheduler:
+        async with running(config, accounts) as scheduler:
             assert runs(config) == []  # nothing due at start
             arrive(traveller, scheduler, "2026-03-10T08:59:59.8")
             await until(lambda: runs(config) == [("2026-03-10T09:00", "done")])
             scheduler.fired.clear()
             await scheduler.tick("dream-of-the-day")  # a second look at the same time posts nothing more
     assert list(x.posts) == ["dream-of-the-day/2026-03-10T09:00"] and x.calls == 1
-    assert list(discord.posts) == ["dream-of-the-day/2026-03-10T09:00"] and discord.calls == 1
+    for account in (discord, mastodon, bluesky):
+        assert list(account.posts) == ["dream-of-the-day/2026-03-10T09:00"] and account.calls == 1
     image, text, alt = x.posts["dream-of-the-day/2026-03-10T09:00"]
     assert image.startswith(b"\x89PNG") and text.startswith("Dream of the day: a ") and "Ask for your own" in text
     assert alt.startswith("DeepDream picture: a ")
@@ -121,7 +124,13 @@ async def test_the_trigger_fires_and_each_destination_gets_exactly_one_post(tmp_
     posts = {p.destination: (p.state, p.post_id) for p in store.posts("dream-of-the-day", "2026-03-10T09:00")}
     store.close()
     # a destination that is not set up (here the web page) is skipped and says so
-    assert posts == {"x": ("posted", "x-0"), "discord": ("posted", "discord-0"), "web": ("skipped", None)}
+    assert posts == {
+        "x": ("posted", "x-0"),
+        "discord": ("posted", "discord-0"),
+        "mastodon": ("posted", "mastodon-0"),
+        "bluesky": ("posted", "bluesky-0"),
+        "web": ("skipped", None),
+    }
 
 
 @pytest.mark.asyncio
