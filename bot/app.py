@@ -7,12 +7,16 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bot.config import Config
 from bot.engine import Engine
 from bot.service import DreamService
+
+if TYPE_CHECKING:
+    from bot.schedule import DreamScheduler
 
 log = logging.getLogger("dreambot")
 
@@ -26,6 +30,7 @@ async def run_service(
     runner: web.AppRunner | None = None
     discord_bot = discord_task = None
     x_adapter = x_task = None
+    scheduler = None
     url = None
     try:
         if config.web.enabled:
@@ -52,11 +57,15 @@ async def run_service(
             x_adapter = XAdapter(service, config.x, config.secrets.x)
             x_task = asyncio.create_task(x_adapter.start(), name="x")
             log.info("X: signing in")
+        if config.schedules:
+            scheduler = await start_schedules(service, config, {"discord": discord_bot, "x": x_adapter})
         if on_ready is not None:
             on_ready(url)
         await _until_stopped()
     finally:
         log.info("stopping: a dream in progress goes back to the queue and continues at the next start")
+        if scheduler is not None:
+            await scheduler.close()  # a run in progress carries on at the next start, posting only what is missing
         if discord_bot is not None:
             await discord_bot.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -68,6 +77,71 @@ async def run_service(
             await x_adapter.close()
         if runner is not None:
             await runner.cleanup()
+        await service.close()
+
+
+async def start_schedules(service: DreamService, config: Config, adapters: dict[str, object | None]) -> DreamScheduler:
+    """The scheduled posts, with every running adapter that has an own-account path as a destination.
+
+    Destinations are keyed by platform name; an adapter plugs in by having ``post_to_own_account`` and being
+    passed here under its name (``{"mastodon": mastodon_adapter}``). The web page is one whenever it is on.
+    """
+    from bot.schedule import DreamScheduler, WebGallery
+
+    destinations: dict[str, Any] = {
+        name: adapter for name, adapter in adapters.items() if hasattr(adapter, "post_to_own_account")
+    }
+    if config.web.enabled:
+        destinations["web"] = WebGallery()
+    scheduler = DreamScheduler(service, config.schedules, destinations, public_url=config.web.public_url)
+    service.featured = scheduler.featured
+    service.platform_status["schedule"] = scheduler.status
+    for adapter in adapters.values():
+        if hasattr(adapter, "schedule_preview"):
+            adapter.schedule_preview = scheduler.preview  # /dreambot preview on Discord
+    await scheduler.start()
+    log.info("schedules: %s", ", ".join(f"{s.name} ({s.cron} {s.timezone})" for s in config.schedules))
+    return scheduler
+
+
+async def run_schedule_once(
+    config: Config, name: str, engine: Engine | None = None, *, preview: bool = False
+) -> tuple[Any, list[Any]]:
+    """`dreambot schedule run|preview NAME` when no service runs: a service of its own for one run.
+
+    Returns the run (or the preview picture) and the destinations' results. Discord posts over REST only
+    (a login without the gateway); X signs in without polling.
+    """
+    from bot.schedule import DreamScheduler, WebGallery
+
+    service = await DreamService.open(config, engine)
+    service.start()
+    adapters: dict[str, Any] = {}
+    try:
+        if not preview and config.secrets.discord_token:
+            from bot.adapters.discord import DiscordAdapter
+
+            adapters["discord"] = DiscordAdapter(service, config.secrets.discord_token)
+            await adapters["discord"].client.login(config.secrets.discord_token)
+        if not preview and config.secrets.x.enabled:
+            from bot.adapters.x import XAdapter
+
+            adapters["x"] = XAdapter(service, config.x, config.secrets.x)
+            await adapters["x"].start(poll=False)
+        destinations = dict(adapters)
+        if config.web.enabled:
+            destinations["web"] = WebGallery()
+        scheduler = DreamScheduler(service, config.schedules, destinations, public_url=config.web.public_url)
+        try:
+            if preview:
+                return await scheduler.preview(name), []
+            run = await scheduler.run_now(name)
+            return run, scheduler.store.posts(run.schedule, run.slot)
+        finally:
+            await scheduler.close()
+    finally:
+        for adapter in adapters.values():
+            await adapter.close()
         await service.close()
 
 

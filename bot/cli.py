@@ -89,6 +89,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "average_seconds": round(await queue.average_seconds(), 1),
                 "active": rows,
                 "x": _x_spend(config),
+                "schedule_problems": _schedule_problems(config),
             }
         finally:
             await queue.close()
@@ -108,6 +109,8 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
         print(f"  {row['id']}  {row['state']:<8} {row['user']:<24} {where}")
     if not data["active"]:
         print("  nothing queued or running")
+    for problem in data["schedule_problems"]:
+        print(f"⚠️  {problem}")
     x = data["x"]
     if x is not None:
         paused = " (budget spent: reading and answering wait for the next day or month)" if x["exhausted"] else ""
@@ -132,6 +135,92 @@ def _x_spend(config: Config) -> dict | None:
         ).status()
     finally:
         store.close()
+
+
+def _schedule_problems(config: Config) -> list[str]:
+    from bot.schedule import ScheduleStore, problems, report
+
+    store = ScheduleStore(config.database_path)
+    try:
+        return problems(report(store, config.schedules))
+    finally:
+        store.close()
+
+
+def command_schedule(args: argparse.Namespace, config: Config) -> int:
+    """list: schedules, next run, last result per destination; run NAME: post now; preview NAME: picture only."""
+    from bot.schedule import FINAL_RUN_STATES, ScheduleStore, report
+
+    if args.action != "list" and args.name not in {s.name for s in config.schedules}:
+        known = ", ".join(s.name for s in config.schedules) or "none (add a [[schedule]] table)"
+        raise ConfigError(f"There is no schedule {args.name!r}; the schedules are: {known}.")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = ScheduleStore(config.database_path)
+    try:
+        if args.action == "list":
+            rows = report(store, config.schedules)
+            if args.json:
+                print(json.dumps(rows, indent=2))
+                return 0
+            if not rows:
+                print("No schedules; add a [[schedule]] table to the configuration.")
+            for row in rows:
+                last = row["last_run"]
+                print(f"{row['name']}: {row['source']} at {row['cron']} ({row['timezone']}), next {row['next_run']}")
+                print(f"  last run: {last['slot'] + ' ' + last['state'] if last else 'never'}")
+                for name, post in row["destinations"].items():
+                    error = f" ({post['error']})" if post.get("error") else ""
+                    print(f"  {name:<9} {post['state']}{error}")
+            return 0
+        if store.service_running():  # never a second worker on the running service's queue
+            kind = "manual" if args.action == "run" else "preview"
+            slot = f"{kind}-{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}"
+            store.request(args.name, slot)
+            what = "post" if args.action == "run" else "make the next picture of"
+            print(f"Asked the running service to {what} {args.name} now; waiting for it...", flush=True)
+            deadline = time.time() + args.timeout
+            while time.time() < deadline:
+                if args.action == "preview":
+                    made = store.preview(slot)
+                    if made is not None:
+                        picture, error = made
+                        if picture is None:
+                            raise ConfigError(f"The preview of {args.name} could not be made: {error}")
+                        _write_preview(picture, args.out)
+                        return 0
+                    time.sleep(1.0)
+                    continue
+                run = store.run(args.name, slot)
+                if run is not None and run.state in FINAL_RUN_STATES:
+                    _print_run(run, store.posts(args.name, slot))
+                    return 0 if run.state == "done" else 1
+                time.sleep(1.0)
+            print("The service has not finished the run yet; `dreambot schedule list` shows how it went.")
+            return 1
+    finally:
+        store.close()
+    from bot.app import run_schedule_once
+    from bot.engine import DreamcoreEngine
+
+    engine = DreamcoreEngine(config.worker.device)
+    result, posts = asyncio.run(run_schedule_once(config, args.name, engine, preview=args.action == "preview"))
+    if args.action == "preview":
+        _write_preview(result, args.out)
+        return 0
+    _print_run(result, posts)
+    return 0 if result.state == "done" else 1
+
+
+def _write_preview(picture: object, out: Path | None) -> None:
+    out = out or Path(f"preview-{picture.schedule}.{picture.extension}")  # type: ignore[attr-defined]
+    out.write_bytes(picture.data)  # type: ignore[attr-defined]
+    print(f"Wrote {out} ({picture.slot}); nothing was posted.\n{picture.caption}")  # type: ignore[attr-defined]
+
+
+def _print_run(run: object, posts: list) -> None:
+    print(f"{run.schedule} {run.slot}: {run.state}{' (' + run.error + ')' if run.error else ''}")  # type: ignore[attr-defined]
+    for post in posts:
+        print(f"  {post.destination:<9} {post.state}{' (' + post.error + ')' if post.error else ''}")
 
 
 def command_cancel(args: argparse.Namespace, config: Config) -> int:
@@ -172,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a job (queued, or running: it stops at its next step)")
     cancel.add_argument("job")
     cancel.set_defaults(run=command_cancel)
+    schedule = commands.add_parser("schedule", help="scheduled posts: list, run NAME now, preview NAME")
+    schedule.add_argument("action", choices=["list", "run", "preview"])
+    schedule.add_argument("name", nargs="?", default="dream-of-the-day")
+    schedule.add_argument("--json", action="store_true", help="list as JSON")
+    schedule.add_argument("--out", type=Path, help="preview: where to write the picture")
+    schedule.add_argument("--timeout", type=float, default=1800.0, help=argparse.SUPPRESS)
+    schedule.set_defaults(run=command_schedule)
     init = commands.add_parser("init", help="write a commented example configuration")
     init.add_argument("path", nargs="?", type=Path, default=Path("dreambot.toml"))
     init.add_argument("--force", action="store_true")

@@ -83,6 +83,29 @@ class XConfig:
     block_list: tuple[str, ...] = ()  # user names or ids never answered
 
 
+SCHEDULE_SOURCES = ("class", "mix", "letters", "path", "photo", "shared")
+SCHEDULE_DESTINATIONS = ("discord", "x", "mastodon", "bluesky", "web")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """One scheduled post ([[schedule]] in the file); checked by bot.schedule.check_schedules at start."""
+
+    name: str = "dream-of-the-day"
+    cron: str = "0 9 * * *"  # minute hour day month day-of-week, as cron reads it (0 and 7 are Sunday)
+    timezone: str = "UTC"
+    source: str = "class"  # class, mix, letters, path, photo, shared
+    destinations: tuple[str, ...] = SCHEDULE_DESTINATIONS  # those not set up (no keys) are skipped
+    classes: tuple[str, ...] = ()  # allow list of ImageNet classes to pick from (empty: all)
+    deny: tuple[str, ...] = ()  # classes never picked
+    words: tuple[str, ...] = ()  # letters: a word list to pick from; empty: the day's date
+    folder: str = ""  # photo: a folder of photos, one dreamed with a random look
+    network: str = ""  # empty: the default network
+    grace_hours: float = 6.0  # a run missed while the bot was down is caught up within this, else recorded missed
+    retries: int = 5  # attempts per destination
+    retry_seconds: float = 30.0  # the first wait after a failed post; doubles, with jitter
+
+
 X_KEYS = ("X_API_KEY", "X_API_SECRET", "X_ACCESS_TOKEN", "X_ACCESS_TOKEN_SECRET")
 
 
@@ -139,6 +162,7 @@ class Config:
     results: ResultsConfig = field(default_factory=ResultsConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     x: XConfig = field(default_factory=XConfig)
+    schedules: tuple[ScheduleConfig, ...] = (ScheduleConfig(),)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     source: str = "defaults"  # which file it came from, for messages
 
@@ -174,6 +198,9 @@ class Config:
             'x.hashtags must be a list of tags such as ["#deepdream"].',
         )
         _require(self.log_level.lower() in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.")
+        from bot.schedule import check_schedules  # cron, time zones and sources need APScheduler and dreamcore
+
+        check_schedules(self.schedules)
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -208,7 +235,10 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{chosen} is not valid TOML: {error}.") from None
     _refuse_secrets(data, chosen)
+    schedule_tables = data.pop("schedule", None)
     config = _build(Config, data, "")
+    if schedule_tables is not None:
+        config = replace(config, schedules=_schedules(schedule_tables))
     secrets = Secrets(
         web_token=environ.get("DREAMBOT_WEB_TOKEN", ""),
         discord_token=environ.get("DISCORD_TOKEN", ""),
@@ -253,6 +283,25 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         else:
             values[key] = _convert(value, hint, name)
     return cls(**values)
+
+
+def _schedules(tables: Any) -> tuple[ScheduleConfig, ...]:
+    """[[schedule]] tables; ``schedule = []`` turns scheduled posts off."""
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError("schedule must be a list of tables: write [[schedule]] above each one's keys.")
+    hints = get_type_hints(ScheduleConfig)
+    schedules = []
+    for index, table in enumerate(tables):
+        label = f"schedule {table.get('name', index + 1)!r}"
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in hints:
+                close = difflib.get_close_matches(key, sorted(hints), n=1)
+                hint = f" Did you mean {close[0]}?" if close else f" Known keys: {', '.join(sorted(hints))}."
+                raise ConfigError(f"Unknown key {key!r} in {label}.{hint}")
+            values[key] = _convert(value, hints[key], f"{label}: {key}")
+        schedules.append(ScheduleConfig(**values))
+    return tuple(schedules)
 
 
 def _convert(value: Any, hint: Any, name: str) -> Any:
@@ -348,4 +397,15 @@ price_reply = 0.010
 price_media_metadata = 0.005
 answers_per_conversation = 3
 block_list = []
+
+# Scheduled posts (the dream of the day), one [[schedule]] table each; without any, one dream-of-the-day at
+# 09:00 UTC posts a class picture everywhere an account is set up. `schedule = []` turns them off.
+# [[schedule]]
+# name = "dream-of-the-day"
+# cron = "0 9 * * *"          # minute hour day month day-of-week (0 or 7 = Sunday, as in cron)
+# timezone = "UTC"
+# source = "class"            # class, mix, letters, path, photo (with folder = "..."), shared
+# classes = []                # pick from these ImageNet classes (empty: all); deny = [] never these
+# destinations = ["discord", "x", "mastodon", "bluesky", "web"]
+# grace_hours = 6             # a run missed while the bot was down is caught up once within this
 """

@@ -22,6 +22,7 @@ from bot.engine import DreamcoreEngine, Engine
 from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueError, QueueLimits, QueueRefused
 from bot.media import MediaLimits, ingest
 from bot.requests import DreamRequest
+from bot.sharing import SharedDreams
 from bot.store import FileStore
 from bot.worker import Progress, TaskSet, Worker, WorkerHooks
 from dreamcore.images import encode_image, finish_image
@@ -92,6 +93,10 @@ class DreamService:
         self.recovered: list[Job] = []  # jobs a crash left running: re-queued, or failed at max attempts
         # Adapters that report numbers of their own (X's spend and budget), by platform: shown in status().
         self.platform_status: dict[str, Callable[[], dict[str, Any]]] = {}
+        # Scheduled posts: results their owners shared (and their likes), and the scheduler's latest web post,
+        # which the gallery shows first (set by bot.app when schedules run).
+        self.sharing = SharedDreams(config.database_path)
+        self.featured: Callable[[], Awaitable[dict[str, Any] | None]] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -133,6 +138,7 @@ class DreamService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.queue.close()
+        self.sharing.close()
 
     # ------------------------------------------------------------------ requests
 

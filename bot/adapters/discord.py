@@ -26,6 +26,7 @@ import random
 import re
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (Discord a
 EDIT_GRACE = 0.5  # a progress edit already on the wire gets this long to land before the result goes out
 CLOSE_GRACE = 10.0  # seconds close() waits for results being posted
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete")
+ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete", "share", "like")
 CUSTOM_ID = rf"dreambot:(?P<action>{'|'.join(ACTIONS)}):(?P<job>[A-Za-z0-9_-]{{4,40}})"
 # Answers meaning the interaction token can no longer be used: 401 Invalid Webhook Token, 404 Unknown Webhook,
 # Unknown Message (the deferred answer was dismissed), Unknown Interaction.
@@ -114,6 +115,7 @@ class DiscordStore:
                                                        per_user_limit INTEGER NOT NULL DEFAULT 0);
             CREATE TABLE IF NOT EXISTS results (message_id INTEGER PRIMARY KEY, job_id TEXT NOT NULL,
                                                 requester_id INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS dream_channel_admins (guild_id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL);
             """
         )
 
@@ -163,6 +165,26 @@ class DiscordStore:
             ),
         )
 
+    # scheduled posts: who set each server's dream channel (told when posting there fails)
+    def set_channel_admin(self, guild_id: int, user_id: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO dream_channel_admins VALUES (?, ?)", (guild_id, user_id))
+
+    def dream_channels(self) -> list[tuple[int, int, int | None]]:
+        """(server, channel, admin who set it) for every server with a dream-of-the-day channel."""
+        return self.db.execute(
+            "SELECT g.guild_id, g.dream_channel_id, a.user_id FROM guild_settings g LEFT JOIN dream_channel_admins a "
+            "ON a.guild_id = g.guild_id WHERE g.dream_channel_id IS NOT NULL ORDER BY g.guild_id"
+        ).fetchall()
+
+    def message_of(self, claim: str) -> int | None:
+        row = self.db.execute("SELECT message_id FROM deliveries WHERE job_id = ?", (claim,)).fetchone()
+        return row[0] if row else None
+
+    def set_message(self, claim: str, message_id: int, channel_id: int) -> None:
+        self.db.execute(
+            "UPDATE deliveries SET message_id = ?, channel_id = ? WHERE job_id = ?", (message_id, channel_id, claim)
+        )
+
     def close(self) -> None:
         self.db.close()
 
@@ -198,6 +220,8 @@ class DiscordAdapter:
         self._unreachable: set[str] = set()  # jobs whose message can no longer be edited (token gone)
         self._finishing: set[str] = set()  # jobs whose answer is being posted: no more progress edits
         self._deliveries: set[asyncio.Task] = set()
+        # The scheduler's preview of its next post, for /dreambot preview (set by bot.app when schedules run).
+        self.schedule_preview: Callable[[str | None], Awaitable[Any]] | None = None
         self._register_commands()
         self.client.add_dynamic_items(ResultButton)
         self.client.dreambot = self  # buttons find the adapter through the client they arrive on
@@ -449,6 +473,11 @@ class DiscordAdapter:
                 adapter.update_guild(interaction, dream_channel, public, networks, per_user_limit), ephemeral=True
             )
 
+        @settings.command(name="preview", description="make the next scheduled dream now, without posting it")
+        @app_commands.describe(schedule="which schedule (default: the first)")
+        async def schedule_preview(interaction: discord.Interaction, schedule: str | None = None) -> None:
+            await adapter.preview(interaction, schedule)
+
         tree.add_command(settings)
 
         @tree.error
@@ -640,6 +669,8 @@ class DiscordAdapter:
             per_user_limit if per_user_limit is not None else current.per_user_limit,
         )
         self.store.set_guild(interaction.guild_id, updated)
+        if channel is not None:
+            self.store.set_channel_admin(interaction.guild_id, interaction.user.id)
         channel_text = f"<#{updated.dream_channel_id}>" if updated.dream_channel_id else "not set"
         return (
             f"Dream of the day: {channel_text}. Results: {'public' if updated.public_results else 'requester only'}. "
@@ -815,6 +846,9 @@ class DiscordAdapter:
         if action == "delete":
             await self._delete_result(interaction, job_id)
             return
+        if action in ("share", "like"):
+            await self._share_or_like(interaction, action, job_id)
+            return
         guild, public = self._server_settings(interaction.guild_id)
         response = await interaction.response.defer(
             thinking=True, ephemeral=interaction.guild_id is not None and not public
@@ -874,6 +908,97 @@ class DiscordAdapter:
         else:
             await interaction.delete_original_response()  # an ephemeral one: only through the interaction
 
+    async def _share_or_like(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
+        """Share: the requester lets the dream be picked as a dream of the day. Like: anyone, once each."""
+        user = f"{PLATFORM}:{interaction.user.id}"
+        if action == "like":
+            likes = self.service.sharing.like(job_id, user)
+            text = f"Liked. This dream has {likes} like{'s' if likes != 1 else ''}."
+        else:
+            owner = self.store.result_owner(interaction.message.id) if interaction.message else None
+            if owner is None:
+                with contextlib.suppress(QueueError):
+                    owner = int((await self.service.request_of(job_id)).requester.user_id)
+            if interaction.user.id != owner:
+                text = "Only the person who asked for this dream can share it."
+            else:
+                self.service.sharing.share(job_id, user)
+                text = "Shared: the most-liked shared dream of the day may be posted by DreamBot's schedule."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    # ------------------------------------------------------------------ scheduled posts
+
+    async def post_to_own_account(self, image: bytes, extension: str, text: str, alt: str, key: str) -> str:
+        """The dream of the day in every server's dream channel (``/dreambot settings``), once per channel and key.
+
+        A channel that fails is reported to the admin who set it (once per key) and raised after the others are
+        posted, so the scheduler retries only what is missing.
+        """
+        posted: list[str] = []
+        failed: list[str] = []
+        for guild_id, channel_id, admin_id in self.store.dream_channels():
+            claim = f"own:{key}:{channel_id}"
+            message_id = self.store.message_of(claim)
+            if message_id:
+                posted.append(str(message_id))
+                continue
+            channel = self.client.get_partial_messageable(channel_id, guild_id=guild_id)
+            try:
+                if not self.store.claim_delivery(claim):  # a crash after the intent: look before posting again
+                    async for earlier in channel.history(limit=20):
+                        if earlier.author.id == getattr(self.client.user, "id", None) and earlier.content == text:
+                            self.store.set_message(claim, earlier.id, channel_id)
+                            posted.append(str(earlier.id))
+                            break
+                    else:
+                        earlier = None
+                    if earlier is not None:
+                        continue
+                file = discord.File(io.BytesIO(image), f"dream.{extension}", description=alt[:1024])
+                message = await channel.send(text[:2000], file=file)
+            except discord.HTTPException as error:
+                failed.append(f"<#{channel_id}>: {error.text or error.status}")
+                await self._tell_channel_admin(admin_id, channel_id, key, error)
+                continue
+            self.store.set_message(claim, message.id, channel_id)
+            posted.append(str(message.id))
+        if failed:
+            raise ConnectionError(f"Discord: could not post in {', '.join(failed)}")
+        return ",".join(posted) or "no channels"
+
+    async def _tell_channel_admin(
+        self, admin_id: int | None, channel_id: int, key: str, error: discord.HTTPException
+    ) -> None:
+        if admin_id is None or not self.store.claim_delivery(f"told:{key}:{channel_id}"):
+            return
+        with contextlib.suppress(discord.HTTPException):
+            dm = await self.client.create_dm(discord.Object(admin_id))
+            await dm.send(
+                f"I could not post the dream of the day in <#{channel_id}> ({error.text or error.status}). "
+                "Check that I may send messages and attach files there, or pick another channel with "
+                "`/dreambot settings`."
+            )
+
+    async def preview(self, interaction: discord.Interaction, schedule: str | None) -> None:
+        """/dreambot preview: the next scheduled picture, for the admin's eyes only; nothing is posted."""
+        if self.schedule_preview is None:
+            await interaction.response.send_message("No schedules run on this bot.", ephemeral=True)
+            return
+        await interaction.response.defer(thinking=True, ephemeral=True)
+        try:
+            picture = await self.schedule_preview(schedule)
+        except (QueueError, ValueError) as error:
+            await interaction.edit_original_response(content=f"⚠️ {error}"[:2000])
+            return
+        limit = DESTINATION_LIMITS[PLATFORM]
+        data, extension = await asyncio.get_running_loop().run_in_executor(
+            None, fit_result, picture.data, picture.extension, limit
+        )
+        await interaction.edit_original_response(
+            content=f"Preview of {picture.schedule} for {picture.slot}:\n{picture.caption}"[:2000],
+            attachments=[discord.File(io.BytesIO(data), f"preview.{extension}")],
+        )
+
 
 def token_gone(error: discord.HTTPException) -> bool:
     """Whether Discord says the interaction token (or its message) can no longer be used."""
@@ -926,6 +1051,8 @@ def result_buttons(job_id: str, mode: str) -> discord.ui.View:
     if has_seed:
         buttons.append(("reroll", "Re-roll", discord.ButtonStyle.secondary))
     buttons.append(("delete", "Delete", discord.ButtonStyle.danger))
+    # a second row: the owner shares it for the dream of the day; anyone likes it
+    buttons += [("share", "Share", discord.ButtonStyle.secondary), ("like", "Like", discord.ButtonStyle.secondary)]
     view = discord.ui.View(timeout=None)
     for action, label, style in buttons:
         view.add_item(ResultButton(action, job_id, label, style))

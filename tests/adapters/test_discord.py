@@ -36,7 +36,7 @@ pytestmark = pytest.mark.asyncio
 DATA = Path(__file__).parents[1] / "data"
 CHELSEA = (DATA / "chelsea.png").read_bytes()  # 451x300
 ROCKET = (DATA / "rocket.jpg").read_bytes()
-ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete")
+ACTIONS = ("deeper", "layer", "zoom", "reroll", "delete", "share", "like")
 
 
 def make_config(tmp_path: Path) -> Config:
@@ -210,7 +210,7 @@ async def test_login_syncs_commands_built_from_the_option_table(fake_discord: Fa
     settings = commands["dreambot"]
     assert settings["default_member_permissions"] == str(MANAGE_GUILD)
     assert settings["contexts"] == [0] and settings["dm_permission"] is False  # servers only
-    assert [o["name"] for o in settings["options"]] == ["settings"]
+    assert [o["name"] for o in settings["options"]] == ["settings", "preview"]
 
     # no privileged intent is asked for
     (identify,) = [f for d, f in fake.gateway_log if d == "recv" and f.get("op") == 2][-1:]

@@ -209,3 +209,23 @@ async def test_the_layer_picker_shows_pictures_and_sends_the_chosen_layer(tmp_pa
         await expect(page.locator("#layer-grid img.thumb")).to_have_count(0)
         await expect(page.locator("#opt-layer")).to_have_value("block5")  # lite1 has a block5 too
         assert errors == []
+
+
+@pytest.mark.asyncio
+async def test_the_share_tick_box_and_the_gallery_like_button(tmp_path: Path) -> None:
+    async with serve(tmp_path, NullEngine()) as url, browser() as chromium:
+        page, errors = await open_page(chromium, url)
+        await page.set_input_files("#image-input", SAMPLE)
+        await page.check("#share")
+        job = await dream_button_answer(page)
+        await wait_done(page)
+        gallery = await (await page.request.get(url + "/api/gallery")).json()
+        assert [(j["id"], j["shared"]) for j in gallery["jobs"]] == [(job["id"], True)]
+        cell = page.locator(".gallery-cell", has=page.locator(f'.gallery-item[data-job-id="{job["id"]}"]'))
+        like = cell.locator("[data-testid=like]")
+        await expect(like).to_have_text("♥ 0")
+        await like.click()
+        await expect(like).to_have_text("♥ 1")
+        await like.click()  # one like per browser
+        await expect(like).to_have_text("♥ 1")
+        assert errors == []

@@ -118,6 +118,7 @@ def create_web_app(service: DreamService, config: Config) -> web.Application:
     routes.add_get("/api/jobs/{id}/preview.jpg", preview)
     routes.add_post("/api/jobs/{id}/cancel", cancel)
     routes.add_post("/api/jobs/{id}/again", again)
+    routes.add_post("/api/jobs/{id}/like", like)
     routes.add_get("/api/gallery", gallery)
     routes.add_get("/files/{key}", file)
     routes.add_get("/healthz", healthz)
@@ -177,6 +178,7 @@ async def submit(request: web.Request) -> web.Response:
     subject = str(fields.pop("subject", ""))
     name = str(fields.pop("name", ""))
     image = fields.pop("image", None)
+    share = str(fields.pop("share", "")).lower() in ("on", "true", "1", "yes")  # the tick box: may be picked daily
     command = build_command(mode, subject, fields)
     if not MODES[command.mode].needs_image:
         image = None  # a picture from nothing: a photo sent along is not kept
@@ -184,6 +186,8 @@ async def submit(request: web.Request) -> web.Response:
         raise OptionError(f"{command.mode} needs a photo: choose or drop one (PNG, JPEG, WebP or GIF), then dream.")
     dream_request = DreamRequest(command, _requester(request, name), Destination("web"), image=image)
     view = await request.app[SERVICE].submit(dream_request)
+    if share:
+        request.app[SERVICE].sharing.share(view.id, _visitor_key(request))
     return _view_response(view, status=201)
 
 
@@ -250,8 +254,25 @@ async def again(request: web.Request) -> web.Response:
 
 
 async def gallery(request: web.Request) -> web.Response:
-    views = await request.app[SERVICE].gallery()
-    return web.json_response({"jobs": [_public(view) for view in views]})
+    """Recent public dreams; the latest dream of the day first, marked with its schedule's name."""
+    service = request.app[SERVICE]
+    views = await service.gallery()
+    jobs = [_public(view) for view in views]
+    top = await service.featured() if service.featured is not None else None
+    if top is not None:
+        first = {**_public(top["view"]), "schedule": top["schedule"], "schedule_caption": top["caption"]}
+        jobs = [first, *(job for job in jobs if job["id"] != first["id"])]
+    for job in jobs:
+        job["likes"] = service.sharing.likes(job["id"])
+        job["shared"] = service.sharing.is_shared(job["id"])
+    return web.json_response({"jobs": jobs})
+
+
+async def like(request: web.Request) -> web.Response:
+    """One like per browser; the most-liked shared dream of the day can be posted by a schedule."""
+    service = request.app[SERVICE]
+    view = await service.view(request.match_info["id"])  # an unknown id is a 404
+    return web.json_response({"id": view.id, "likes": service.sharing.like(view.id, _visitor_key(request))})
 
 
 async def file(request: web.Request) -> web.StreamResponse:

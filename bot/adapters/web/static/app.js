@@ -615,19 +615,50 @@ async function loadGallery() {
   $("gallery-grid").replaceChildren(
     ...items.map((view) =>
       el(
-        "button",
-        {
-          type: "button",
-          class: "gallery-item",
-          "data-job-id": view.id,
-          title: view.result.caption,
-          onclick: () => openViewer(view),
-        },
-        el("img", { src: fileUrl(view.result.key), alt: view.result.caption || view.mode, loading: "lazy" }),
-        el("span", { class: "gallery-label", text: view.subject ? `${view.mode} · ${view.subject}` : view.mode }),
+        "div",
+        { class: view.schedule ? "gallery-cell featured" : "gallery-cell" },
+        el(
+          "button",
+          {
+            type: "button",
+            class: "gallery-item",
+            "data-job-id": view.id,
+            title: view.result.caption,
+            onclick: () => openViewer(view),
+          },
+          el("img", { src: fileUrl(view.result.key), alt: view.result.caption || view.mode, loading: "lazy" }),
+          el("span", {
+            class: "gallery-label",
+            text: view.schedule
+              ? `${view.schedule} · ${view.subject || view.mode}`
+              : view.subject
+                ? `${view.mode} · ${view.subject}`
+                : view.mode,
+          }),
+        ),
+        likeButton(view),
       ),
     ),
   );
+}
+
+function likeButton(view) {
+  const button = el("button", {
+    type: "button",
+    class: "like-button",
+    "data-testid": "like",
+    title: "Like this dream",
+    text: `♥ ${view.likes || 0}`,
+  });
+  button.onclick = async () => {
+    try {
+      const answer = await api(`/api/jobs/${view.id}/like`, { method: "POST" });
+      button.textContent = `♥ ${answer.likes}`;
+    } catch {
+      // a like that did not land is no reason to interrupt anyone
+    }
+  };
+  return button;
 }
 
 function openViewer(view) {
