@@ -252,7 +252,8 @@ class MastodonAdapter:
         while since is not None and page and getattr(page, "_pagination_prev", None):
             page = await self._call(self.client.fetch_previous, page)
             items += list(page or [])
-        newest = max((str(item["id"]) for item in items), key=int, default=since)
+        # No cursor and nothing yet: "0", so that everything from now on is read, however many pages it takes.
+        newest = max((str(item["id"]) for item in items), key=int, default=since or "0")
         return items, newest
 
     async def _post(self, status: Any) -> Post:
@@ -301,20 +302,22 @@ class MastodonAdapter:
             return
         tags = {t.lower() for t in self.settings.hashtags}
         text = " ".join(w for w in without_mentions(post.text).split() if w.lower() not in tags)
+        if not post.addressed and post.photo_url is None:
+            return  # a hashtag post without a photo, which nobody asked us about
         try:
             command = parse_command(text, has_image=post.photo_url is not None)
         except OptionError as error:
-            if not post.addressed:
-                return  # a hashtag post we were not asked about gets no lecture
-            if post.photo_url is None:
-                if self.store.claim_howto(post.author_id) and self.store.receive(
-                    post.id, "howto", post.conversation_id
-                ):
-                    await self._reply_text(post, HOWTO.format(bot=self.me_acct))
+            if post.addressed:
+                if post.photo_url is None:
+                    if self.store.claim_howto(post.author_id) and self.store.receive(
+                        post.id, "howto", post.conversation_id
+                    ):
+                        await self._reply_text(post, HOWTO.format(bot=self.me_acct))
+                    return
+                if self.store.receive(post.id, "error", post.conversation_id):
+                    await self._reply_text(post, f"⚠️ {error}")
                 return
-            if self.store.receive(post.id, "error", post.conversation_id):
-                await self._reply_text(post, f"⚠️ {error}")
-            return
+            command = parse_command("", has_image=True)  # a hashtag post's words describe the photo: defaults
         if not self.store.receive(post.id, "dream", post.conversation_id, json.dumps({"author": post.author_id})):
             return
         try:

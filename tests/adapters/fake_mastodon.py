@@ -186,7 +186,10 @@ class FakeMastodon:
             if method == request.method and path == request.path and times > 0:
                 self.failures[index] = (method, path, status, headers, times - 1)
                 return self._error(request.path, status, "injected", headers)
-        public = not request.path.startswith("/api/") or request.path == "/api/v1/instance"
+        public = not request.path.startswith("/api/") or request.path.rstrip("/") in (
+            "/api/v1/instance",
+            "/api/v2/instance",
+        )
         if not public and request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._error(request.path, 401, "The access token is invalid")
         return await handler(request)
@@ -220,7 +223,7 @@ class FakeMastodon:
         return values
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
-        path, method = request.path, request.method
+        path, method = request.path.rstrip("/") or "/", request.method  # Rails takes a trailing slash
         params = await self._params(request)
         parts = path.strip("/").split("/")
         if path.startswith("/files/"):
