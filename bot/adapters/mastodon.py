@@ -18,7 +18,6 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from mastodon import (
@@ -35,6 +34,7 @@ from bot.adapters.social import (
     Clock,
     RateWindow,
     SocialStore,
+    fetch_photo,
     plain_text,
     post_once,
     refuses_bots,
@@ -44,7 +44,7 @@ from bot.adapters.social import (
 from bot.adapters.x import alt_text  # one wording for every platform
 from bot.config import VISIBILITIES, MastodonConfig, MastodonKeys
 from bot.jobqueue import QueueError
-from bot.media import DESTINATION_LIMITS, MediaError, check_size, fit_result
+from bot.media import DESTINATION_LIMITS, MediaError, fit_result
 from bot.options import OptionError, parse_command
 from bot.requests import Destination, DreamRequest, Requester
 from bot.service import DreamService, JobView
@@ -340,22 +340,7 @@ class MastodonAdapter:
             await self._reply_text(post, f"⚠️ {error}")
 
     async def _download(self, url: str) -> bytes:
-        """The photo, size-capped while it streams; decoding and checks are the service's shared ingest."""
-        parts, base = urlsplit(url), urlsplit(self.keys.base_url)
-        if not (parts.scheme == "https" or (parts.scheme, parts.netloc) == (base.scheme, base.netloc)):
-            raise MediaError("I can only dream photos served over https; please post it again.")
-
-        def fetch() -> bytes:
-            with self.session.get(url, stream=True, timeout=30) as response:
-                if response.status_code != 200:
-                    raise MediaError("I could not fetch that photo; please post it again.")
-                data = b""
-                for chunk in response.iter_content(65536):
-                    data += chunk
-                    check_size(len(data), self.service.media_limits)
-                return data
-
-        return await asyncio.get_running_loop().run_in_executor(None, fetch)
+        return await fetch_photo(self.session, url, self.keys.base_url, self.service.media_limits)
 
     # ------------------------------------------------------------------ answering
 

@@ -15,6 +15,7 @@ Time comes from a ``clock`` callable (seconds since the epoch), so tests choose 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from bot.media import MediaError, MediaLimits, check_size
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +377,28 @@ def refuses_bots(bio: str) -> bool:
 def without_mentions(text: str) -> str:
     """The text with @mentions (``@bot``, ``@bot@example.social``, ``@bot.bsky.social``) removed."""
     return " ".join(word for word in text.split() if not word.startswith("@"))
+
+
+async def fetch_photo(session: Any, url: str, origin: str, limits: MediaLimits) -> bytes:
+    """A photo from a post, size-capped while it streams (decoding and checks are the service's shared ingest).
+
+    Only https, or the platform's own address (``origin``, e.g. a self-hosted instance on plain http), is fetched.
+    """
+    parts, home = urlsplit(url), urlsplit(origin)
+    if not (parts.scheme == "https" or (parts.scheme, parts.netloc) == (home.scheme, home.netloc)):
+        raise MediaError("I can only dream photos served over https; please post it again.")
+
+    def fetch() -> bytes:
+        with session.get(url, stream=True, timeout=30) as response:
+            if response.status_code != 200:
+                raise MediaError("I could not fetch that photo; please post it again.")
+            data = b""
+            for chunk in response.iter_content(65536):
+                data += chunk
+                check_size(len(data), limits)
+            return data
+
+    return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
 
 def wants_stop(text: str) -> bool:
