@@ -271,6 +271,14 @@ class BlueskyAdapter:
     async def poll_once(self) -> None:
         """Mentions and replies newer than the last one handled, oldest first, each once; then updateSeen."""
         seen = self.store.cursor("seen")
+        # Notifications at exactly the last-seen time that were already read: two can share a timestamp.
+        seen_uris = set(json.loads(self.store.cursor("seen_uris") or "[]"))
+
+        def fresh(note: Any) -> bool:
+            if seen is None:
+                return True
+            return when(note.indexed_at) > when(seen) or (note.indexed_at == seen and note.uri not in seen_uris)
+
         notes: list[Any] = []
         cursor: str | None = None
         while True:
@@ -278,19 +286,22 @@ class BlueskyAdapter:
             if cursor:
                 params["cursor"] = cursor
             page = await self._call(self.client.app.bsky.notification.list_notifications, params=params)
-            # ">=": two notifications may share a timestamp; the ledger drops the one already handled.
-            fresh = [n for n in page.notifications if seen is None or when(n.indexed_at) >= when(seen)]
-            notes += fresh
+            new = [n for n in page.notifications if fresh(n)]
+            notes += new
             cursor = page.cursor
-            if seen is None or len(fresh) < len(page.notifications) or not cursor:
+            if seen is None or len(new) < len(page.notifications) or not cursor:
                 break  # caught up (a first start reads only the newest page)
+        read = notes
         notes = [n for n in notes if n.reason in ("mention", "reply") and n.author.did != self.me_did]
         posts = await self._posts(notes)
         for post in sorted(posts, key=lambda p: when(p.indexed_at)):
             await self.handle(post)
-        if notes:
-            newest = max((n.indexed_at for n in notes), key=when)
+        # Moved only once every post is handled: a crash before this reads them again (the ledger skips repeats).
+        if read:
+            newest = max((n.indexed_at for n in read), key=when)
+            at_newest = {n.uri for n in read if n.indexed_at == newest} | (seen_uris if newest == seen else set())
             self.store.set_cursor("seen", newest)
+            self.store.set_cursor("seen_uris", json.dumps(sorted(at_newest)))
             await self._call(self.client.app.bsky.notification.update_seen, {"seen_at": newest})
 
     async def _posts(self, notes: list[Any]) -> list[Post]:
