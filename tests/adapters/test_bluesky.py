@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -417,3 +418,41 @@ async def test_bluesky_keys_come_from_the_environment_and_must_be_an_app_passwor
         }
     )
     assert own.secrets.bluesky.service_url == "https://pds.example"
+
+
+def test_dreambot_status_shows_each_adapters_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dreambot status` (another process) reads what the adapters last recorded in the database."""
+    import argparse
+    from dataclasses import replace
+
+    from bot.adapters.social import SocialStore
+    from bot.cli import command_status
+    from bot.config import MastodonKeys, Secrets
+
+    config = replace(
+        make_config(tmp_path),
+        secrets=Secrets(
+            mastodon=MastodonKeys("https://example.social", "token"),
+            bluesky=BlueskyKeys(HANDLE, APP_PASSWORD, "https://bsky.social"),
+        ),
+    )
+    config.data_dir.mkdir(parents=True)
+    asyncio.run(_open_and_close(config.database_path))  # the database `dreambot serve` would have made
+    store = SocialStore(config.database_path, "bluesky")
+    store.record_state("backing off", "Bluesky answered 503", until=time.time() + 60)
+    store.close()
+    assert command_status(argparse.Namespace(json=True), config) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["adapters"]["bluesky"]["state"] == "backing off"
+    assert data["adapters"]["bluesky"]["last_error"] == "Bluesky answered 503"
+    assert data["adapters"]["mastodon"] == {"state": "not started yet"}
+    assert command_status(argparse.Namespace(json=False), config) == 0
+    text = capsys.readouterr().out
+    assert "bluesky: backing off (until" in text and "last error: Bluesky answered 503" in text
+
+
+async def _open_and_close(path: Path) -> None:
+    from bot.jobqueue import JobQueue
+
+    queue = await JobQueue.open(path)
+    await queue.close()

@@ -7,6 +7,7 @@ worker. The engine is the X tests' stand-in that inverts the photo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -446,3 +447,45 @@ async def test_mastodon_keys_come_from_the_environment_both_or_none() -> None:
         load_config(environ={"MASTODON_BASE_URL": "https://example.social"})
     with pytest.raises(ConfigError, match=r"https://example\.social"):
         load_config(environ={"MASTODON_BASE_URL": "example.social", "MASTODON_ACCESS_TOKEN": "t"})
+
+
+async def test_an_unreachable_bluesky_does_not_stop_mastodon(fake: FakeMastodon, tmp_path: Path) -> None:
+    """app.py's wiring: each platform starts on its own; one that is down backs off while the other answers."""
+    import socket
+    from dataclasses import replace
+
+    from bot.app import _start_social
+    from bot.config import BlueskyKeys, Secrets
+    from bot.service import DreamService
+
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    secrets = Secrets(
+        mastodon=MastodonKeys(fake.base_url, TOKEN),
+        bluesky=BlueskyKeys("bot.test", "abcd-efgh-ijkl-mnop", f"http://127.0.0.1:{dead}"),
+    )
+    config = replace(make_config(tmp_path), secrets=secrets)
+    post = fake.post(fake.user("quinn"), "@dreambot", photo=photo())
+    service = await DreamService.open(config, Inverting())
+    service.start()
+    retries: list[float] = []
+
+    async def park(seconds: float) -> None:  # the retry waits: noted, then held until the end of the test
+        retries.append(seconds)
+        await asyncio.Event().wait()
+
+    started = _start_social(service, config, sleep=park)
+    try:
+        await until(lambda: fake.replies_by_bot(post) and retries)
+        status = await service.status()
+        assert status["bluesky"]["state"] == "backing off" and "could not start" in status["bluesky"]["last_error"]
+        assert status["mastodon"]["state"] in ("connected", "polling")
+    finally:
+        for adapter, task in started:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await adapter.close()
+        await service.close()
+    assert len(fake.replies_by_bot(post)) == 1
