@@ -420,7 +420,7 @@ async def test_bluesky_keys_come_from_the_environment_and_must_be_an_app_passwor
     assert own.secrets.bluesky.service_url == "https://pds.example"
 
 
-def test_dreambot_status_shows_each_adapters_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_dreambot_status_shows_each_adapters_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`dreambot status` (another process) reads what the adapters last recorded in the database."""
     import argparse
     from dataclasses import replace
@@ -437,16 +437,17 @@ def test_dreambot_status_shows_each_adapters_state(tmp_path: Path, capsys: pytes
         ),
     )
     config.data_dir.mkdir(parents=True)
-    asyncio.run(_open_and_close(config.database_path))  # the database `dreambot serve` would have made
+    await _open_and_close(config.database_path)  # the database `dreambot serve` would have made
     store = SocialStore(config.database_path, "bluesky")
     store.record_state("backing off", "Bluesky answered 503", until=time.time() + 60)
     store.close()
-    assert command_status(argparse.Namespace(json=True), config) == 0
+    loop = asyncio.get_running_loop()  # the command runs its own event loop: in a thread of its own here
+    assert await loop.run_in_executor(None, command_status, argparse.Namespace(json=True), config) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["adapters"]["bluesky"]["state"] == "backing off"
     assert data["adapters"]["bluesky"]["last_error"] == "Bluesky answered 503"
     assert data["adapters"]["mastodon"] == {"state": "not started yet"}
-    assert command_status(argparse.Namespace(json=False), config) == 0
+    assert await loop.run_in_executor(None, command_status, argparse.Namespace(json=False), config) == 0
     text = capsys.readouterr().out
     assert "bluesky: backing off (until" in text and "last error: Bluesky answered 503" in text
 
