@@ -84,8 +84,10 @@ async def test_a_mention_with_a_photo_gets_one_public_reply_with_the_dream_and_a
         await adapter.poll_once()  # read again: nothing new, nothing repeated
         await settled(adapter)
         assert adapter.status()["state"] == "connected" and adapter.status()["account"] == "dreambot"
+        job_id = adapter.store.entry(post).job_id
     [reply] = fake.replies_by_bot(post)
     assert reply.visibility == "public" and reply.text.startswith("@alice ")
+    assert fake.idempotency[job_id] == reply.id  # the job id was the reply's Idempotency-Key
     [media_id] = reply.media_ids
     media = fake.media[media_id]
     result = decoded(media.data)
