@@ -164,6 +164,8 @@ class BlueskyAdapter:
             except (NetworkError, InvokeTimeoutError) as error:
                 raise ConnectionError(str(error) or type(error).__name__) from None
             except BadRequestError as error:
+                if _error_name(error) in ("ExpiredToken", "InvalidToken"):  # the refresh token is spent too
+                    raise SignInFailed(str(error)) from None
                 raise BlueskyFailure(str(error)) from None
             except RequestException as error:
                 status = error.response.status_code if error.response is not None else 0
@@ -512,6 +514,12 @@ class BlueskyAdapter:
             return entry.reply_id
         embed = await self.image_embed(image, extension, alt)
         return await self._answer(None, text, embed, json.loads(entry.address)["rkey"], own=own)
+
+
+def _error_name(error: Any) -> str:
+    """The XRPC error name of a failed call ("ExpiredToken", "RecordNotFound", ...)."""
+    content = getattr(getattr(error, "response", None), "content", None)
+    return getattr(content, "error", "") or ""
 
 
 def photo_of(view: Any) -> str | None:

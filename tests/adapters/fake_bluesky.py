@@ -200,6 +200,11 @@ class FakeBluesky:
                 found.append(candidate)
         return found
 
+    def revoke_sessions(self) -> None:
+        """Every token stops working (a password change, or the app password revoked and made again)."""
+        self.access_tokens.clear()
+        self.refresh_tokens.clear()
+
     def fail(self, method: str, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
         self.failures.append(Failure(method, status, headers or {}, times))
 

@@ -317,6 +317,25 @@ async def test_one_login_the_session_is_stored_and_refreshed_across_restarts(tmp
         assert fake.logins == 1 and fake.refreshes >= 2
 
 
+async def test_a_revoked_session_is_replaced_by_one_new_login(fake: FakeBluesky, tmp_path: Path) -> None:
+    lena = fake.user("lena")
+    async with skybot(fake, make_config(tmp_path)) as adapter:
+        fake.revoke_sessions()
+        post = fake.post(lena, f"@{HANDLE}", photo=photo())
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            if fake.replies_by_bot(post):
+                adapter._closed = True
+            await asyncio.sleep(0)
+
+        adapter.sleep = sleep
+        await asyncio.wait_for(adapter._poll_forever(), 10)
+        await until(lambda: fake.replies_by_bot(post))
+    assert fake.logins == 2 and len(fake.replies_by_bot(post)) == 1
+
+
 async def test_the_session_string_never_holds_the_password_and_a_wrong_one_is_a_sentence(
     fake: FakeBluesky, tmp_path: Path
 ) -> None:
