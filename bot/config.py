@@ -123,6 +123,7 @@ VISIBILITIES = ("public", "unlisted", "private", "direct")  # Mastodon's, most p
 class MastodonConfig:
     # Mastodon runs when MASTODON_BASE_URL and MASTODON_ACCESS_TOKEN are set in the environment.
     poll_interval_seconds: float = 30.0
+    streaming: bool = True  # the user stream wakes the poll at once when the instance allows it
     hashtags: tuple[str, ...] = ()  # hashtag timelines read besides mentions, e.g. ["#deepdream"]; none by default
     mark_as_bot: bool = True  # set the account's "bot" flag at start (needs the write scope)
     max_visibility: str = "public"  # replies are never more public than this, nor than the post they answer
@@ -460,6 +461,8 @@ block_list = []
 
 [mastodon]
 poll_interval_seconds = 30
+# The user stream, when the instance allows it, makes answers come at once; polling goes on besides.
+streaming = true
 # Hashtag timelines read besides mentions (none by default), e.g. ["#deepdream"].
 hashtags = []
 # Set the account's "bot" flag at start.

@@ -15,9 +15,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from mastodon import (
@@ -27,6 +29,7 @@ from mastodon import (
     MastodonNotFoundError,
     MastodonRatelimitError,
     MastodonServerError,
+    StreamListener,
 )
 
 from bot.adapters.social import (
@@ -141,12 +144,16 @@ class MastodonAdapter:
         self.uploads_window = RateWindow(30, 1800, clock)
         self.backoff = Backoff()
         self.limits = Limits()
+        self.streaming_url = ""
         self.me_id = ""
         self.me_acct = ""
         self.paused_until = 0.0
         self.pause_reason = ""
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._stream: Any = None  # Mastodon.py's stream handle while the user stream is open
+        self._stream_retry_at = 0.0
+        self._wake = asyncio.Event()  # set by the stream: a notification came, poll now
         service.add_listener(self.on_job, platform=PLATFORM)
         service.platform_status[PLATFORM] = self.status
 
@@ -176,7 +183,9 @@ class MastodonAdapter:
         """Sign in, read the instance's limits, set the bot flag, post what a crash left, then poll."""
         me = await self._call(self.client.account_verify_credentials)
         self.me_id, self.me_acct = str(me["id"]), me["acct"]
-        self.limits = Limits.of(await self._call(self.client.instance_v2))
+        instance = await self._call(self.client.instance_v2)
+        self.limits = Limits.of(instance)
+        self.streaming_url = streaming_url_of(instance)
         if self.settings.mark_as_bot and not me.get("bot"):
             await self._call(self.client.account_update_credentials, bot=True)
         log.info("Mastodon: signed in as @%s on %s", self.me_acct, self.keys.base_url)
@@ -187,6 +196,7 @@ class MastodonAdapter:
 
     async def close(self) -> None:
         self._closed = True
+        self._close_stream()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -209,11 +219,16 @@ class MastodonAdapter:
     async def _poll_forever(self) -> None:
         while not self._closed:
             wait = self.settings.poll_interval_seconds
+            self._wake.clear()  # before reading: a notification during the read wakes the next turn at once
             try:
                 await self.poll_once()
                 self.backoff.reset()
                 self.pause_reason = ""
-                self.store.record_state("polling")
+                if self.settings.streaming and self._stream is None and self.clock() >= self._stream_retry_at:
+                    await self._open_stream()
+                if self._stream is not None and not self._stream.is_alive():
+                    self._stream_lost(ConnectionError("the stream ended"))
+                self.store.record_state("streaming" if self._stream is not None else "polling")
             except RateLimited as limited:
                 wait, self.pause_reason = max(1.0, limited.reset_at - self.clock()), "rate limit"
                 self.store.record_state("rate limited", str(limited), self.clock() + wait)
@@ -222,7 +237,78 @@ class MastodonAdapter:
                 log.warning("Mastodon: %s; trying again in %.0f s", error, wait)
                 self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
             self.paused_until = self.clock() + wait if self.pause_reason else 0.0
+            await self._rest(wait)
+
+    async def _rest(self, wait: float) -> None:
+        """Until the next read: the interval, cut short by the stream when one is open (and all is well)."""
+        if self._stream is None or self.pause_reason:
             await self.sleep(wait)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    # ------------------------------------------------------------------ streaming (a wake-up call for polling)
+
+    async def _open_stream(self) -> None:
+        """The user stream, when the instance allows it; it only says "read now": reading stays the poll's."""
+        loop = asyncio.get_running_loop()
+        connected = asyncio.Event()
+        adapter = self
+
+        class Wake(StreamListener):
+            def on_notification(self, notification: Any) -> None:
+                loop.call_soon_threadsafe(adapter._wake.set)
+
+            def on_abort(self, err: Exception) -> None:  # in the stream's thread: closed there, polling goes on
+                loop.call_soon_threadsafe(adapter._stream_lost, err)
+
+            def handle_heartbeat(self) -> None:  # the server's ":)" on connecting, then its heartbeats
+                loop.call_soon_threadsafe(connected.set)
+
+            def on_unknown_event(self, name: str, unknown_event: Any = None) -> None:
+                pass  # new kinds of event must not end the stream
+
+        try:
+            await self._stream_health()
+            self._stream = await self._call(
+                self.client.stream_user, Wake(), run_async=True, reconnect_async=True, reconnect_async_wait_sec=30
+            )
+            try:
+                await asyncio.wait_for(connected.wait(), 30)
+            except TimeoutError:
+                raise ConnectionError("the streaming server did not answer") from None
+            log.info("Mastodon: streaming, and polling every %.0f s besides", self.settings.poll_interval_seconds)
+        except (ConnectionError, MastodonFailure, NotFound, RateLimited) as error:
+            self._stream_lost(error)
+
+    async def _stream_health(self) -> None:
+        """Mastodon's streaming server answers /api/v1/streaming/health with OK; an instance without one does not."""
+        base = self.streaming_url or self.keys.base_url
+
+        def probe() -> None:
+            try:
+                answer = self.session.get(f"{base}/api/v1/streaming/health", timeout=10)
+            except requests.RequestException as error:
+                raise ConnectionError(f"the streaming server is unreachable ({type(error).__name__})") from None
+            if answer.status_code != 200:
+                raise ConnectionError(f"this instance serves no stream (health check: {answer.status_code})")
+
+        await asyncio.get_running_loop().run_in_executor(None, probe)
+
+    def _stream_lost(self, error: Exception) -> None:
+        """Any stream error: back to polling alone; the stream is tried again in five minutes."""
+        self._close_stream()
+        self._stream_retry_at = self.clock() + 300
+        log.info("Mastodon: no stream (%s); polling", error)
+        with contextlib.suppress(Exception):
+            self.store.record_state("polling", f"stream: {error}"[:200])
+        self._wake.set()  # read now: something may have come while the stream was failing
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            # Closing waits for the stream thread's read to return (at the server's next heartbeat): not here.
+            threading.Thread(target=_quietly, args=(stream.close,), daemon=True).start()
 
     # ------------------------------------------------------------------ reading
 
@@ -500,6 +586,19 @@ class MastodonAdapter:
         else:
             raise ConnectionError("the instance did not finish processing the picture")
         return str(media["id"])
+
+
+def streaming_url_of(instance: Any) -> str:
+    """The streaming server's https address from ``instance_v2()`` (it gives wss://), or "" for the API's own."""
+    url = ((instance.get("configuration") or {}).get("urls") or {}).get("streaming") or ""
+    parts = urlsplit(url)
+    scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}" if scheme in ("http", "https") and parts.netloc else ""
+
+
+def _quietly(function: Any) -> None:
+    with contextlib.suppress(Exception):
+        function()
 
 
 def photo_of(status: Any) -> str | None:

@@ -18,6 +18,7 @@ It speaks the parts of Mastodon's REST API the adapter uses, with Mastodon's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import itertools
 import json
@@ -91,6 +92,8 @@ class FakeMastodon:
         self.calls: list[tuple[str, str]] = []
         self.refused: list[tuple[str, int, str]] = []  # (route, status, error) of every 4xx the fake gave
         self.failures: list[tuple[str, str, int, dict[str, str], int]] = []
+        self.streaming = True  # False: the instance serves no stream (404), as some do
+        self.streams: list[web.StreamResponse] = []  # open user streams
         self.lose_answer_of_create = 0  # this many created statuses get a 504 instead of their answer
         self.loop: asyncio.AbstractEventLoop | None = None
         self.runner: web.AppRunner | None = None
@@ -153,8 +156,36 @@ class FakeMastodon:
         self.statuses[status.id] = status
         replied = self.statuses.get(reply_to or "")
         if self._mentions(text, "dreambot") or (replied is not None and replied.account.id == BOT_ID):
-            self.notifications.append((str(next(self.ids)), "mention", account.id, status.id))
+            note_id = str(next(self.ids))
+            self.notifications.append((note_id, "mention", account.id, status.id))
+            self._push(note_id)
         return status.id
+
+    def _push(self, note_id: str) -> None:
+        """The notification to every open user stream, as Mastodon's streaming server sends it."""
+        assert self.loop is not None
+        [item] = [self._notification_entity(n) for n in self.notifications if n[0] == note_id]
+        frame = f"event: notification\ndata: {json.dumps(item)}\n\n".encode()
+
+        async def send() -> None:
+            for stream in list(self.streams):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await stream.write(frame)
+
+        asyncio.run_coroutine_threadsafe(send(), self.loop).result(10)
+
+    def break_streams(self) -> None:
+        """Every open stream is cut mid-way (a restart of the streaming server, a proxy timing out)."""
+        assert self.loop is not None
+
+        def cut() -> None:
+            for stream in self.streams:
+                transport = stream._req.transport if stream._req is not None else None  # type: ignore[attr-defined]
+                if transport is not None:
+                    transport.abort()
+            self.streams.clear()
+
+        self.loop.call_soon_threadsafe(cut)
 
     def favourite(self, account: Account, status_id: str) -> None:
         """A notification of another type, which a mentions-only read must not return."""
@@ -189,6 +220,7 @@ class FakeMastodon:
         public = not request.path.startswith("/api/") or request.path.rstrip("/") in (
             "/api/v1/instance",
             "/api/v2/instance",
+            "/api/v1/streaming/health",
         )
         if not public and request.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._error(request.path, 401, "The access token is invalid")
@@ -239,6 +271,12 @@ class FakeMastodon:
             if "bot" in params:
                 self.accounts[BOT_ID].bot = str(params["bot"]).lower() in ("1", "true")
             return self._json(self._account(self.accounts[BOT_ID]))
+        if path == "/api/v1/streaming/health" and method == "GET":
+            return web.Response(text="OK") if self.streaming else self._error(path, 404, "Not found")
+        if path == "/api/v1/streaming/user" and method == "GET":
+            return await self._stream(request)
+        if path == "/api/v1/timelines/public" and method == "GET":
+            return self._json([])
         if path == "/api/v1/notifications" and method == "GET":
             return self._notifications(params)
         if path.startswith("/api/v1/timelines/tag/") and method == "GET":
@@ -266,6 +304,24 @@ class FakeMastodon:
             return self._json(self._status(status))
         return self._error(path, 404, "Endpoint not found")
 
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        if not self.streaming:
+            return self._error(request.path, 404, "Not found")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b":)\n")
+        self.streams.append(response)
+        try:
+            while response in self.streams:
+                await asyncio.sleep(0.05)
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await response.write(b":thump\n")  # the heartbeat (every 15 s on Mastodon; quicker here)
+        finally:
+            if response in self.streams:
+                self.streams.remove(response)
+        return response
+
     def _instance_v2(self) -> dict[str, Any]:
         return {
             "domain": "127.0.0.1",
@@ -288,18 +344,10 @@ class FakeMastodon:
         types = params.get("types")
         chosen = [n for n in self.notifications if not types or n[1] in types]
         items = []
-        for note_id, kind, account_id, status_id in chosen:
-            status = self.statuses[status_id]
-            if status.deleted:
+        for note in chosen:
+            if self.statuses[note[3]].deleted:
                 continue  # Mastodon removes the notification with its status
-            item = {
-                "id": note_id,
-                "type": kind,
-                "created_at": status.created_at,
-                "account": self._account(self.accounts[account_id]),
-                "status": self._status(status),
-            }
-            items.append((note_id, item))
+            items.append((note[0], self._notification_entity(note)))
         return self._page("/api/v1/notifications", params, items)
 
     def _page(self, path: str, params: dict[str, Any], items: list[tuple[str, dict[str, Any]]]) -> web.Response:
@@ -410,6 +458,17 @@ class FakeMastodon:
             "created_at": "2024-01-01T00:00:00.000Z",
             "fields": [],
             "emojis": [],
+        }
+
+    def _notification_entity(self, note: tuple[str, str, str, str]) -> dict[str, Any]:
+        note_id, kind, account_id, status_id = note
+        status = self.statuses[status_id]
+        return {
+            "id": note_id,
+            "type": kind,
+            "created_at": status.created_at,
+            "account": self._account(self.accounts[account_id]),
+            "status": self._status(status),
         }
 
     def _media(self, media: Media, *, ready: bool = True) -> dict[str, Any]:

@@ -276,7 +276,7 @@ async def test_the_poll_loop_backs_off_on_errors_and_records_its_state(fake: Fak
     fake.fail("GET", "/api/v1/notifications", 503, times=2)
     waits: list[float] = []
     states: list[str] = []
-    async with mastobot(fake, make_config(tmp_path)) as adapter:
+    async with mastobot(fake, make_config(tmp_path, streaming=False)) as adapter:
 
         async def sleep(seconds: float) -> None:
             waits.append(seconds)
@@ -291,6 +291,52 @@ async def test_the_poll_loop_backs_off_on_errors_and_records_its_state(fake: Fak
         assert "503" in adapter.status()["last_error"] or "injected" in adapter.status()["last_error"]
     assert states[:2] == ["backing off", "backing off"] and "polling" in states
     assert 2.5 <= waits[0] <= 5 and 5 <= waits[1] <= 10
+
+
+async def test_the_stream_answers_at_once_and_a_broken_one_falls_back_to_polling(
+    fake: FakeMastodon, tmp_path: Path
+) -> None:
+    rosa = fake.user("rosa")
+    async with mastobot(fake, make_config(tmp_path, poll_interval_seconds=3600)) as adapter:
+        rests: list[float] = []
+
+        async def sleep(seconds: float) -> None:  # the poll's interval once the stream is gone: noted, then a turn
+            rests.append(seconds)
+            await asyncio.sleep(0)
+
+        adapter.sleep = sleep
+        adapter._task = asyncio.create_task(adapter._poll_forever())
+        await until(lambda: fake.streams and adapter.status()["state"] == "streaming")
+        post = fake.post(rosa, "@dreambot", photo=photo())
+        await until(lambda: fake.replies_by_bot(post))  # woken by the stream: the hour-long interval did not pass
+        assert 3600 not in rests  # (the zeros are the upload's "still processing" looks)
+        fake.break_streams()
+        await until(lambda: "stream" in adapter.status()["last_error"] and 3600 in rests)
+        assert adapter.status()["state"] == "polling"
+        late = fake.post(rosa, "@dreambot", photo=photo())
+        await until(lambda: fake.replies_by_bot(late))  # read by polling alone
+        await settled(adapter)
+    assert len(fake.replies_by_bot(post)) == 1 and len(fake.replies_by_bot(late)) == 1
+
+
+async def test_an_instance_without_streaming_is_polled(fake: FakeMastodon, tmp_path: Path) -> None:
+    fake.streaming = False
+    sam = fake.user("sam")
+    async with mastobot(fake, make_config(tmp_path, poll_interval_seconds=1800)) as adapter:
+        rests: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            rests.append(seconds)
+            await asyncio.sleep(0)
+
+        adapter.sleep = sleep
+        adapter._task = asyncio.create_task(adapter._poll_forever())
+        await until(lambda: 1800 in rests)
+        assert adapter.status()["state"] == "polling" and "stream" in adapter.status()["last_error"]
+        post = fake.post(sam, "@dreambot", photo=photo())
+        await until(lambda: fake.replies_by_bot(post))
+    assert ("/api/v1/streaming/health", 404, "Not found") in fake.refused
+    assert ("GET", "/api/v1/streaming/user") not in fake.calls
 
 
 async def test_uploads_are_paced_to_thirty_per_half_hour() -> None:
@@ -482,7 +528,7 @@ async def test_an_unreachable_bluesky_does_not_stop_mastodon(fake: FakeMastodon,
         await until(lambda: fake.replies_by_bot(post) and retries)
         status = await service.status()
         assert status["bluesky"]["state"] == "backing off" and "could not start" in status["bluesky"]["last_error"]
-        assert status["mastodon"]["state"] in ("connected", "polling")
+        assert status["mastodon"]["state"] in ("connected", "polling", "streaming")
     finally:
         for adapter, task in started:
             task.cancel()
