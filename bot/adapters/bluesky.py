@@ -205,9 +205,11 @@ class BlueskyAdapter:
         self._signed_in(profile)
 
     def _signed_in(self, profile: Any) -> None:
-        session = self.client._session  # the DID and handle the service gave this session
-        self.me_did = session.did if session else getattr(profile, "did", "")
-        self.me_handle = session.handle if session else self.keys.handle
+        if profile is not None:  # the account's profile, which login() fetches
+            self.me_did, self.me_handle = profile.did, profile.handle
+        else:  # a PDS without app.bsky: the session itself knows the account
+            session = self.client._session
+            self.me_did, self.me_handle = session.did, session.handle
 
     # ------------------------------------------------------------------ life cycle
 

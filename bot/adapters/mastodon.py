@@ -2,12 +2,13 @@
 
 Reads poll the bot's mention notifications from a persisted cursor (``min_id``, then the newer pages until
 caught up), and, when configured, hashtag timelines. When the instance has a streaming server, the user stream
-only wakes the poll at once (reading stays in one place); any stream error leaves polling alone. Mastodon.py's real client does every call; blocking HTTP
-runs in an executor, paced to Mastodon's published limits (300 requests per 5 minutes, 30 media uploads per
-30 minutes), and a 429 pauses until its ``X-RateLimit-Reset``. Replies upload the dream with its alt text
-(``/api/v2/media``, waiting out "still processing"), then post it with the job id as the ``Idempotency-Key``,
-the original's visibility (never more public), ``sensitive`` flag and content warning. The bookkeeping (cursor,
-ledger, opt-outs, daily how-to) is :mod:`bot.adapters.social`'s.
+only wakes the poll at once (reading stays in one place); any stream error leaves polling alone.
+Mastodon.py's real client does every call; blocking HTTP runs in an executor, paced to Mastodon's published
+limits (300 requests per 5 minutes, 30 media uploads per 30 minutes), and a 429 pauses until its
+``X-RateLimit-Reset``. Replies upload the dream with its alt text (``/api/v2/media``, waiting out "still
+processing"), then post it with the job id as the ``Idempotency-Key``, the original's visibility (never more
+public), ``sensitive`` flag and content warning. The bookkeeping (cursor, ledger, opt-outs, daily how-to) is
+:mod:`bot.adapters.social`'s.
 """
 
 from __future__ import annotations
