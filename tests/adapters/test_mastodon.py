@@ -537,3 +537,39 @@ async def test_an_unreachable_bluesky_does_not_stop_mastodon(fake: FakeMastodon,
             await adapter.close()
         await service.close()
     assert len(fake.replies_by_bot(post)) == 1
+
+
+async def test_a_revoked_token_stops_mastodon_with_a_recorded_reason(fake: FakeMastodon, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bot.app import _start_social
+    from bot.config import Secrets
+    from bot.service import DreamService
+
+    config = replace(make_config(tmp_path), secrets=Secrets(mastodon=MastodonKeys(fake.base_url, "revoked")))
+    service = await DreamService.open(config, Inverting())
+    retries: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        retries.append(seconds)
+
+    [(adapter, task)] = _start_social(service, config, sleep=sleep)
+    try:
+        await task  # gives up: a person has to fix the token; retrying would not
+        state = adapter.status()
+        assert state["state"] == "stopped" and "could not start" in state["last_error"] and not retries
+        assert "revoked" not in state["last_error"]  # the token itself is never shown
+    finally:
+        await adapter.close()
+        await service.close()
+
+
+async def test_block_list_accounts_are_never_answered(fake: FakeMastodon, tmp_path: Path) -> None:
+    troll, friend = fake.user("troll"), fake.user("friend")
+    blocked = fake.post(troll, "@dreambot", photo=photo())
+    welcome = fake.post(friend, "@dreambot", photo=photo())
+    async with mastobot(fake, make_config(tmp_path, block_list=["@troll"])) as adapter:
+        await adapter.poll_once()
+        await until(lambda: fake.replies_by_bot(welcome))
+        await settled(adapter)
+    assert not fake.replies_by_bot(blocked)
