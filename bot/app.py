@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,6 +32,7 @@ async def run_service(
     discord_bot = discord_task = None
     x_adapter = x_task = None
     scheduler = None
+    social: list[tuple[Any, asyncio.Task]] = []  # Mastodon, Bluesky: each on its own, an outage stops no other
     url = None
     try:
         if config.web.enabled:
@@ -57,8 +59,10 @@ async def run_service(
             x_adapter = XAdapter(service, config.x, config.secrets.x)
             x_task = asyncio.create_task(x_adapter.start(), name="x")
             log.info("X: signing in")
+        social += _start_social(service, config)
         if config.schedules:
-            scheduler = await start_schedules(service, config, {"discord": discord_bot, "x": x_adapter})
+            adapters = {"discord": discord_bot, "x": x_adapter, **{task.get_name(): a for a, task in social}}
+            scheduler = await start_schedules(service, config, adapters)
         if on_ready is not None:
             on_ready(url)
         await _until_stopped()
@@ -75,6 +79,11 @@ async def run_service(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await x_task
             await x_adapter.close()
+        for adapter, task in social:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await adapter.close()
         if runner is not None:
             await runner.cleanup()
         await service.close()
@@ -110,7 +119,7 @@ async def run_schedule_once(
     """`dreambot schedule run|preview NAME` when no service runs: a service of its own for one run.
 
     Returns the run (or the preview picture) and the destinations' results. Discord posts over REST only
-    (a login without the gateway); X signs in without polling.
+    (a login without the gateway); X, Mastodon and Bluesky sign in without polling.
     """
     from bot.schedule import DreamScheduler, WebGallery
 
@@ -128,6 +137,16 @@ async def run_schedule_once(
 
             adapters["x"] = XAdapter(service, config.x, config.secrets.x)
             await adapters["x"].start(poll=False)
+        if not preview and config.secrets.mastodon.enabled:
+            from bot.adapters.mastodon import MastodonAdapter
+
+            adapters["mastodon"] = MastodonAdapter(service, config.mastodon, config.secrets.mastodon)
+            await adapters["mastodon"].start(poll=False)
+        if not preview and config.secrets.bluesky.enabled:
+            from bot.adapters.bluesky import BlueskyAdapter
+
+            adapters["bluesky"] = BlueskyAdapter(service, config.bluesky, config.secrets.bluesky)
+            await adapters["bluesky"].start(poll=False)
         destinations = dict(adapters)
         if config.web.enabled:
             destinations["web"] = WebGallery()
@@ -143,6 +162,48 @@ async def run_schedule_once(
         for adapter in adapters.values():
             await adapter.close()
         await service.close()
+
+
+def _start_social(
+    service: DreamService, config: Config, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> list[tuple[Any, asyncio.Task]]:
+    """Mastodon and Bluesky, each when its keys are set, each started on its own: an outage stops no other."""
+    started: list[tuple[Any, asyncio.Task]] = []
+    if config.secrets.mastodon.enabled:
+        from bot.adapters.mastodon import MastodonAdapter
+
+        mastodon = MastodonAdapter(service, config.mastodon, config.secrets.mastodon)
+        started.append((mastodon, asyncio.create_task(_keep_starting(mastodon, "Mastodon", sleep), name="mastodon")))
+        log.info("Mastodon: signing in to %s", config.secrets.mastodon.base_url)
+    if config.secrets.bluesky.enabled:
+        from bot.adapters.bluesky import BlueskyAdapter
+
+        bluesky = BlueskyAdapter(service, config.bluesky, config.secrets.bluesky)
+        started.append((bluesky, asyncio.create_task(_keep_starting(bluesky, "Bluesky", sleep), name="bluesky")))
+        log.info("Bluesky: signing in as @%s", config.secrets.bluesky.handle)
+    return started
+
+
+async def _keep_starting(adapter: Any, name: str, sleep: Callable[[float], Awaitable[None]]) -> None:
+    """Start an adapter, trying again while its platform is unreachable or rate limited; give up on a refusal."""
+    from bot.adapters.social import Backoff
+
+    backoff = Backoff()
+    while True:
+        try:
+            await adapter.start()
+            return
+        except Exception as error:
+            reset_at = getattr(error, "reset_at", None)
+            if not isinstance(error, ConnectionError) and reset_at is None:
+                # e.g. a revoked token or a wrong app password: a person has to fix it
+                adapter.store.record_state("stopped", f"could not start: {error}"[:300])
+                log.error("%s could not start: %s", name, error)
+                return
+            wait = max(1.0, reset_at - time.time()) if reset_at else backoff.next_wait()
+            adapter.store.record_state("backing off", f"could not start: {error}"[:300], time.time() + wait)
+            log.warning("%s could not start (%s); trying again in %.0f s", name, error, wait)
+            await sleep(wait)
 
 
 async def _until_stopped() -> None:

@@ -90,6 +90,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "active": rows,
                 "x": _x_spend(config),
                 "schedule_problems": _schedule_problems(config),
+                "adapters": _adapter_states(config),
             }
         finally:
             await queue.close()
@@ -118,7 +119,29 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
             f"X spend: ${x['spent_today']:.3f} today, ${x['spent_this_month']:.3f} this month; "
             f"${x['remaining_today']:.3f} left today, ${x['remaining_this_month']:.3f} this month{paused}"
         )
+    for platform, state in data["adapters"].items():
+        line = f"{platform}: {state['state']}"
+        if state.get("until") and state["until"] > time.time():
+            line += f" (until {time.strftime('%H:%M:%S', time.localtime(state['until']))})"
+        if state.get("last_error"):
+            line += f"; last error: {state['last_error']}"
+        print(line)
     return 0
+
+
+def _adapter_states(config: Config) -> dict[str, dict]:
+    """Each social adapter's state as it last recorded it (connected, polling, backing off, ...), when it is on."""
+    from bot.adapters.social import SocialStore
+
+    states = {}
+    for platform, on in (("mastodon", config.secrets.mastodon.enabled), ("bluesky", config.secrets.bluesky.enabled)):
+        if on:
+            store = SocialStore(config.database_path, platform)
+            try:
+                states[platform] = store.state() or {"state": "not started yet"}
+            finally:
+                store.close()
+    return states
 
 
 def _x_spend(config: Config) -> dict | None:

@@ -139,6 +139,96 @@ class XKeys:
         return cls(*values, bearer_token=environ.get("X_BEARER_TOKEN", ""))
 
 
+VISIBILITIES = ("public", "unlisted", "private", "direct")  # Mastodon's, most public first
+
+
+@dataclass(frozen=True)
+class MastodonConfig:
+    # Mastodon runs when MASTODON_BASE_URL and MASTODON_ACCESS_TOKEN are set in the environment.
+    poll_interval_seconds: float = 30.0
+    streaming: bool = True  # the user stream wakes the poll at once when the instance allows it
+    hashtags: tuple[str, ...] = ()  # hashtag timelines read besides mentions, e.g. ["#deepdream"]; none by default
+    mark_as_bot: bool = True  # set the account's "bot" flag at start (needs the write scope)
+    max_visibility: str = "public"  # replies are never more public than this, nor than the post they answer
+    answers_per_conversation: int = 3  # loop guard
+    block_list: tuple[str, ...] = ()  # accounts (user@instance or ids) never answered
+
+
+@dataclass(frozen=True)
+class MastodonKeys:
+    """The instance and the bot account's access token (an application's token with scopes read and write)."""
+
+    base_url: str = ""
+    access_token: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url and self.access_token)
+
+    def __repr__(self) -> str:
+        return f"MastodonKeys({self.base_url or 'unset'}, token {'set' if self.access_token else 'unset'})"
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> MastodonKeys:
+        base_url, token = environ.get("MASTODON_BASE_URL", "").strip(), environ.get("MASTODON_ACCESS_TOKEN", "")
+        if bool(base_url) != bool(token):
+            missing = "MASTODON_ACCESS_TOKEN" if base_url else "MASTODON_BASE_URL"
+            raise ConfigError(
+                f"Mastodon needs both MASTODON_BASE_URL and MASTODON_ACCESS_TOKEN; {missing} is not set. "
+                "The README's Mastodon section says where to find them."
+            )
+        if base_url and not base_url.startswith(("https://", "http://")):
+            raise ConfigError(f"MASTODON_BASE_URL must be the instance's address, e.g. https://{base_url}.")
+        return cls(base_url.rstrip("/"), token)
+
+
+@dataclass(frozen=True)
+class BlueskyConfig:
+    # Bluesky runs when BLUESKY_HANDLE and BLUESKY_APP_PASSWORD are set in the environment.
+    poll_interval_seconds: float = 30.0
+    answers_per_conversation: int = 3  # loop guard
+    block_list: tuple[str, ...] = ()  # handles or DIDs never answered
+
+
+@dataclass(frozen=True)
+class BlueskyKeys:
+    """The bot account's handle and an app password (Settings > Privacy and security > App passwords)."""
+
+    handle: str = ""
+    app_password: str = ""
+    service_url: str = "https://bsky.social"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.handle and self.app_password)
+
+    def __repr__(self) -> str:
+        return f"BlueskyKeys({self.handle or 'unset'}, app password {'set' if self.app_password else 'unset'})"
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> BlueskyKeys:
+        handle, password = (
+            environ.get("BLUESKY_HANDLE", "").strip().lstrip("@"),
+            environ.get("BLUESKY_APP_PASSWORD", ""),
+        )
+        if bool(handle) != bool(password):
+            missing = "BLUESKY_APP_PASSWORD" if handle else "BLUESKY_HANDLE"
+            raise ConfigError(f"Bluesky needs both BLUESKY_HANDLE and BLUESKY_APP_PASSWORD; {missing} is not set.")
+        if password and not _looks_like_app_password(password):
+            raise ConfigError(
+                "BLUESKY_APP_PASSWORD does not look like an app password (four groups of four, xxxx-xxxx-xxxx-xxxx). "
+                "Create one in Bluesky under Settings > Privacy and security > App passwords; "
+                "never use the account's own password."
+            )
+        service = environ.get("BLUESKY_SERVICE_URL", "").strip().rstrip("/") or "https://bsky.social"
+        return cls(handle, password, service)
+
+
+def _looks_like_app_password(password: str) -> bool:
+    groups = password.split("-")
+    return len(groups) == 4 and all(len(group) == 4 and group.isalnum() for group in groups)
+
+
 @dataclass(frozen=True)
 class Secrets:
     """From the environment only."""
@@ -146,6 +236,8 @@ class Secrets:
     web_token: str = ""  # DREAMBOT_WEB_TOKEN
     discord_token: str = ""  # DISCORD_TOKEN
     x: XKeys = field(default_factory=XKeys)  # X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET
+    mastodon: MastodonKeys = field(default_factory=MastodonKeys)  # MASTODON_BASE_URL, MASTODON_ACCESS_TOKEN
+    bluesky: BlueskyKeys = field(default_factory=BlueskyKeys)  # BLUESKY_HANDLE, BLUESKY_APP_PASSWORD
 
     def __repr__(self) -> str:  # never print a secret, even by accident
         return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=..., x=...)"
@@ -163,6 +255,8 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     x: XConfig = field(default_factory=XConfig)
     schedules: tuple[ScheduleConfig, ...] = (ScheduleConfig(),)
+    mastodon: MastodonConfig = field(default_factory=MastodonConfig)
+    bluesky: BlueskyConfig = field(default_factory=BlueskyConfig)
     secrets: Secrets = field(default_factory=Secrets, repr=False)
     source: str = "defaults"  # which file it came from, for messages
 
@@ -197,6 +291,18 @@ class Config:
             all(tag.startswith("#") and len(tag) > 1 for tag in self.x.hashtags),
             'x.hashtags must be a list of tags such as ["#deepdream"].',
         )
+        _require(self.mastodon.poll_interval_seconds >= 5, "mastodon.poll_interval_seconds must be at least 5.")
+        _require(
+            self.mastodon.max_visibility in VISIBILITIES,
+            f"mastodon.max_visibility must be one of {', '.join(VISIBILITIES)}.",
+        )
+        _require(
+            all(tag.startswith("#") and len(tag) > 1 for tag in self.mastodon.hashtags),
+            'mastodon.hashtags must be a list of tags such as ["#deepdream"].',
+        )
+        _require(self.mastodon.answers_per_conversation >= 1, "mastodon.answers_per_conversation must be at least 1.")
+        _require(self.bluesky.poll_interval_seconds >= 5, "bluesky.poll_interval_seconds must be at least 5.")
+        _require(self.bluesky.answers_per_conversation >= 1, "bluesky.answers_per_conversation must be at least 1.")
         _require(self.log_level.lower() in LOG_LEVELS, f"log_level must be one of {', '.join(LOG_LEVELS)}.")
         from bot.schedule import check_schedules  # cron, time zones and sources need APScheduler and dreamcore
 
@@ -243,6 +349,8 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         web_token=environ.get("DREAMBOT_WEB_TOKEN", ""),
         discord_token=environ.get("DISCORD_TOKEN", ""),
         x=XKeys.from_environ(environ),
+        mastodon=MastodonKeys.from_environ(environ),
+        bluesky=BlueskyKeys.from_environ(environ),
     )
     config = replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
     if chosen is not None and not config.data_dir.is_absolute():
@@ -336,6 +444,8 @@ EXAMPLE = """\
 #   DREAMBOT_WEB_TOKEN   required when the web page listens on anything but 127.0.0.1
 #   DISCORD_TOKEN        turns on the Discord adapter
 #   X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET   all four turn on X; X_BEARER_TOKEN optional
+#   MASTODON_BASE_URL, MASTODON_ACCESS_TOKEN   both turn on Mastodon
+#   BLUESKY_HANDLE, BLUESKY_APP_PASSWORD       both turn on Bluesky; BLUESKY_SERVICE_URL optional
 
 # Where the queue (SQLite), results and uploads are kept; relative to this file.
 data_dir = "data"
@@ -408,4 +518,21 @@ block_list = []
 # classes = []                # pick from these ImageNet classes (empty: all); deny = [] never these
 # destinations = ["discord", "x", "mastodon", "bluesky", "web"]
 # grace_hours = 6             # a run missed while the bot was down is caught up once within this
+[mastodon]
+poll_interval_seconds = 30
+# The user stream, when the instance allows it, makes answers come at once; polling goes on besides.
+streaming = true
+# Hashtag timelines read besides mentions (none by default), e.g. ["#deepdream"].
+hashtags = []
+# Set the account's "bot" flag at start.
+mark_as_bot = true
+# Replies are never more public than this, nor than the post they answer (public, unlisted, private, direct).
+max_visibility = "public"
+answers_per_conversation = 3
+block_list = []
+
+[bluesky]
+poll_interval_seconds = 30
+answers_per_conversation = 3
+block_list = []
 """

@@ -15,6 +15,8 @@ Time comes from a ``clock`` callable (seconds since the epoch), so tests choose 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import random
 import sqlite3
@@ -24,6 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from bot.media import MediaError, MediaLimits, check_size
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,23 @@ class SocialStore:
 
     def set_cursor(self, stream: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO social_cursors VALUES (?, ?, ?)", (self.platform, stream, value))
+
+    # the adapter's state, kept where `dreambot status` (another process) can read it
+    def record_state(self, state: str, error: str = "", until: float | None = None) -> None:
+        """``state``: connected, polling, backing off, rate limited, stopped; ``error``: the last one, short."""
+        previous = self.state() or {}
+        value = {
+            "state": state,
+            "last_error": error or previous.get("last_error", ""),
+            "last_error_at": self.clock() if error else previous.get("last_error_at"),
+            "until": until,
+            "at": self.clock(),
+        }
+        self.set_cursor("_state", json.dumps(value))
+
+    def state(self) -> dict[str, Any] | None:
+        value = self.cursor("_state")
+        return json.loads(value) if value else None
 
     # the ledger
     def entry(self, post_id: str) -> LedgerEntry | None:
@@ -295,6 +317,88 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+class RateWindow:
+    """At most ``limit`` calls in any ``period`` seconds (a platform's published limit): callers wait, never fail.
+
+    The times of recent calls are kept in memory; a restart starts a fresh window, which the platform's own
+    429 answers (handled by each adapter) cover.
+    """
+
+    def __init__(self, limit: int, period: float, clock: Clock = time.time) -> None:
+        self.limit = limit
+        self.period = period
+        self.clock = clock
+        self.calls: list[float] = []
+
+    def wait_time(self) -> float:
+        """Seconds until one more call fits (0 when it fits now)."""
+        now = self.clock()
+        self.calls = [at for at in self.calls if at > now - self.period]
+        if len(self.calls) < self.limit:
+            return 0.0
+        return self.calls[0] + self.period - now
+
+    async def acquire(self, sleep: Callable[[float], Awaitable[Any]]) -> None:
+        while (wait := self.wait_time()) > 0:
+            await sleep(wait)
+        self.calls.append(self.clock())
+
+
+def plain_text(html: str) -> str:
+    """The words of a Mastodon-style HTML post or bio: tags dropped, line breaks kept as spaces."""
+    from html.parser import HTMLParser
+
+    class Words(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            if tag in ("br", "p"):
+                self.parts.append(" ")
+
+        def handle_data(self, data: str) -> None:
+            self.parts.append(data)
+
+    parser = Words()
+    parser.feed(html or "")
+    parser.close()
+    return " ".join("".join(parser.parts).split())
+
+
+def refuses_bots(bio: str) -> bool:
+    """A bio with #nobot or #nobots (any case): the person asked bots to leave them alone."""
+    words = {word.strip(".,;:!?()").lower() for word in bio.split()}
+    return bool(words & {"#nobot", "#nobots"})
+
+
+def without_mentions(text: str) -> str:
+    """The text with @mentions (``@bot``, ``@bot@example.social``, ``@bot.bsky.social``) removed."""
+    return " ".join(word for word in text.split() if not word.startswith("@"))
+
+
+async def fetch_photo(session: Any, url: str, origin: str, limits: MediaLimits) -> bytes:
+    """A photo from a post, size-capped while it streams (decoding and checks are the service's shared ingest).
+
+    Only https, or the platform's own address (``origin``, e.g. a self-hosted instance on plain http), is fetched.
+    """
+    parts, home = urlsplit(url), urlsplit(origin)
+    if not (parts.scheme == "https" or (parts.scheme, parts.netloc) == (home.scheme, home.netloc)):
+        raise MediaError("I can only dream photos served over https; please post it again.")
+
+    def fetch() -> bytes:
+        with session.get(url, stream=True, timeout=30) as response:
+            if response.status_code != 200:
+                raise MediaError("I could not fetch that photo; please post it again.")
+            data = b""
+            for chunk in response.iter_content(65536):
+                data += chunk
+                check_size(len(data), limits)
+            return data
+
+    return await asyncio.get_running_loop().run_in_executor(None, fetch)
 
 
 def wants_stop(text: str) -> bool:
