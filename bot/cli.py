@@ -89,6 +89,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "average_seconds": round(await queue.average_seconds(), 1),
                 "active": rows,
                 "x": _x_spend(config),
+                "networks": _networks_status(config),
             }
         finally:
             await queue.close()
@@ -115,7 +116,22 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
             f"X spend: ${x['spent_today']:.3f} today, ${x['spent_this_month']:.3f} this month; "
             f"${x['remaining_today']:.3f} left today, ${x['remaining_this_month']:.3f} this month{paused}"
         )
+    networks = data["networks"]
+    print(f"networks offered: {', '.join(networks['offered']) or 'none'}")
+    for hint in networks["not_offered"].values():
+        print(f"  {hint}")
     return 0
+
+
+def _networks_status(config: Config) -> dict:
+    """Which networks people are offered, and for the operator how to install the others (never shown to people)."""
+    from bot.networks import network_offers
+
+    offers = network_offers(config.worker.download_weights)
+    return {
+        "offered": [offer.name for offer in offers if offer.usable],
+        "not_offered": {offer.name: offer.hint for offer in offers if not offer.usable},
+    }
 
 
 def _x_spend(config: Config) -> dict | None:

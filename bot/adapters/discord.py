@@ -393,10 +393,11 @@ class DiscordAdapter:
 
         async def network_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
             allowed = adapter.store.guild(interaction.guild_id).networks
+            offered = adapter.service.networks()  # only networks this bot can use (bot/networks.py)
             return [
                 app_commands.Choice(name=f"{spec.name}: {spec.description}"[:100], value=spec.name)
                 for spec in list_networks()
-                if current.lower() in spec.name and (not allowed or spec.name in allowed)
+                if spec.name in offered and current.lower() in spec.name and (not allowed or spec.name in allowed)
             ][:25]
 
         async def class_choices(_interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -495,7 +496,9 @@ class DiscordAdapter:
             thinking=True, ephemeral=interaction.guild_id is not None and not public
         )
         try:
-            command = build_command(mode, subject, self._options_for_server(options, guild))
+            command = build_command(
+                mode, subject, self._options_for_server(options, guild), networks=self.service.networks()
+            )
             data = await self._download(image) if image is not None else None
             address = await self._interaction_address(interaction, response, public)
             await self.submit(command, interaction.user, address, data)
@@ -542,9 +545,9 @@ class DiscordAdapter:
         text = re.sub(rf"<@!?{me.id}>", " ", message.content)
         guild, public = self._server_settings(message.guild.id if message.guild else None)
         try:
-            parsed = parse_command(text, has_image=image is not None)
+            parsed = parse_command(text, has_image=image is not None, networks=self.service.networks())
             options = self._options_for_server(dict(parsed.options), guild)
-            command = build_command(parsed.mode, parsed.subject, options)
+            command = build_command(parsed.mode, parsed.subject, options, networks=self.service.networks())
             data = await self._download(image) if image is not None else None
         except (OptionError, MediaError) as error:
             await message.reply(f"⚠️ {error}"[:2000], mention_author=False)
@@ -627,7 +630,7 @@ class DiscordAdapter:
             return "Server settings are set in a server."
         current = self.store.guild(interaction.guild_id)
         if networks is not None:
-            known = {spec.name for spec in list_networks()}
+            known = set(self.service.networks())  # a server may choose among the networks this bot can use
             names = [n.strip() for n in networks.split(",") if n.strip()]
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -834,7 +837,9 @@ class DiscordAdapter:
                 options = {k: v for k, v in options.items() if k in ("preset", "network", "layer")}
             elif action == "layer":
                 options["layer"] = another_layer(options.get("network"), options.get("layer"))
-            command = build_command(mode, command.subject, self._options_for_server(options, guild))
+            command = build_command(
+                mode, command.subject, self._options_for_server(options, guild), networks=self.service.networks()
+            )
             address = await self._interaction_address(interaction, response, public)
             requester = Requester(
                 PLATFORM, str(interaction.user.id), interaction.user.display_name, is_admin(interaction.user)

@@ -275,7 +275,7 @@ class XAdapter:
             return
         text = " ".join(w for w in post.text.split() if w.lower() not in {t.lower() for t in self.settings.hashtags})
         try:
-            command = parse_command(text, has_image=post.photo_url is not None)
+            command = parse_command(text, has_image=post.photo_url is not None, networks=self.service.networks())
         except OptionError as error:
             if post.photo_url is None:
                 if self.store.claim_howto(post.author_id) and self.store.receive(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fake_discord import MANAGE_GUILD, FakeDiscord, InteractionRecord, StoredMessage
 from PIL import Image
 
@@ -753,3 +754,37 @@ async def test_autocomplete(fake_discord: FakeDiscord, tmp_path: Path) -> None:
         what = await fake.send_autocomplete("visualize", {"what": "bana"}, focused="what")
         await what
         assert (what.autocomplete_choices or [{}])[0].get("value") == "banana"
+
+
+async def test_only_networks_the_bot_has_are_offered(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = fake_discord
+    monkeypatch.setenv("DREAMCORE_CACHE", str(tmp_path / "cache"))  # no googlenet weights there
+    monkeypatch.delenv("DREAMCORE_OFFLINE", raising=False)
+    async with dreambot(fake, make_config(tmp_path), NullEngine()) as adapter:
+        offered = await fake.send_autocomplete("dream", {"network": ""}, focused="network")
+        await offered
+        assert [c["value"] for c in offered.autocomplete_choices or []] == ["lite0", "lite1", "lite2"]
+
+        refused = await fake.send_slash_command(
+            "dream", {"network": "googlenet"}, attachments={"image": ("chelsea.png", CHELSEA)}
+        )
+        await refused.wait_original_edit()
+        assert refused.original is not None
+        assert refused.original.content.endswith("googlenet is not installed on this bot; try lite0, lite1 or lite2.")
+        assert "/" not in refused.original.content and "dreamcore" not in refused.original.content
+        assert await adapter.service.queue.all_jobs() == []
+        mention = await fake.post_message(content="network=vgg16", attachments=[("chelsea.png", CHELSEA)])
+        reply = await fake.wait_for_message(lambda m: "vgg16 is not installed on this bot" in m.content)
+        assert reply.payload["message_reference"]["message_id"] == mention.id
+        settings = await fake.send_slash_command("dreambot settings", {"networks": "googlenet"}, user=fake.admin)
+        await settings
+        assert settings.original is not None and settings.original.content.startswith("Unknown network googlenet;")
+
+        weights = tmp_path / "cache" / "weights" / "googlenet-1378be20.pth"
+        weights.parent.mkdir(parents=True)
+        torch.save({"fc.weight": torch.randn(2, 3)}, weights)  # a tiny random checkpoint: present
+        again = await fake.send_autocomplete("dream", {"network": "goo"}, focused="network")
+        await again
+        assert [c["value"] for c in again.autocomplete_choices or []] == ["googlenet"]
