@@ -27,9 +27,9 @@ from bot.requests import DreamRequest
 from bot.store import FileStore
 from bot.worker import Progress, TaskSet, Worker, WorkerHooks
 from dreamcore.images import encode_image, finish_image
+from dreamcore.settings import DreamSettings
 
 log = logging.getLogger(__name__)
-DEFAULT_NETWORK = "lite0"  # what dreamcore dreams with when a request names no network (DreamSettings, DrawSettings)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,8 @@ class DreamService:
 
     def _check_network(self, request: DreamRequest) -> None:
         """Refused now with a sentence, rather than failing with the operator's install hint after waiting."""
-        offered_network(request.command.options.get("network") or DEFAULT_NETWORK, self.networks())
+        # No network named: dreamcore's default (DreamSettings and DrawSettings agree on it).
+        offered_network(request.command.options.get("network") or DreamSettings.network, self.networks())
 
     async def _check_community_limit(self, user: str, limit: int) -> None:
         active = await self.queue.jobs_of(user, [JobState.QUEUED, JobState.RUNNING], limit=limit + 1)

@@ -550,3 +550,27 @@ async def test_some_x_keys_but_not_all_stop_the_start_naming_the_missing_ones(tm
     assert started.returncode == 2
     assert "X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET are not set" in started.stderr
     assert "test-api" not in started.stderr + started.stdout
+
+
+async def test_the_poll_loop_waits_until_the_rate_limit_resets(fake: FakeX, tmp_path: Path) -> None:
+    clock = Clock()
+    reset = int(clock.now) + 120
+    fake.fail("/2/users/1000/mentions", 429, {"x-rate-limit-reset": str(reset)})
+    xena = fake.user("xena")
+    post = fake.post(xena, "@DreamBot", photo=photo())
+    waits: list[tuple[float, str, float | None]] = []
+    async with xbot(make_config(tmp_path), clock) as adapter:
+
+        async def sleep(seconds: float) -> None:
+            status = adapter.status()
+            waits.append((seconds, status["pause_reason"], status["paused_until"]))
+            clock.now += seconds
+            if fake.replies_by_bot(post):
+                adapter._closed = True
+            await asyncio.sleep(0)
+
+        adapter.sleep = sleep
+        await asyncio.wait_for(adapter._poll_forever(), 10)
+    assert waits[0] == (120, "rate limit", reset)  # to the second X named, and said so in the status
+    assert waits[1] == (60, "", None)  # then the ordinary interval
+    assert len(fake.replies_by_bot(post)) == 1
