@@ -198,6 +198,8 @@ class DiscordAdapter:
         self._unreachable: set[str] = set()  # jobs whose message can no longer be edited (token gone)
         self._finishing: set[str] = set()  # jobs whose answer is being posted: no more progress edits
         self._deliveries: set[asyncio.Task] = set()
+        # Set once what finished while the bot was away has been posted (after each login): a readiness signal.
+        self.caught_up = asyncio.Event()
         self._register_commands()
         self.client.add_dynamic_items(ResultButton)
         self.client.dreambot = self  # buttons find the adapter through the client they arrive on
@@ -251,6 +253,7 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         log.info("Discord: logged in as %s", self.client.user)
         await self.deliver_missed()
+        self.caught_up.set()
 
     async def deliver_missed(self) -> None:
         """Results that finished while the bot was away (or mid-restart) are posted now, once."""

@@ -506,8 +506,8 @@ async def test_restart_in_the_middle_of_a_job(fake_discord: FakeDiscord, tmp_pat
     async with dreambot(fake, config, engine) as adapter:
         result = await result_of(record)
         assert (await adapter.service.view(job.id)).state == "done"
-    async with dreambot(fake, config, engine):  # a third start posts nothing again; the buttons still work
-        await asyncio.sleep(0.2)
+    async with dreambot(fake, config, engine) as adapter:  # a third start posts nothing again; the buttons work
+        await asyncio.wait_for(adapter.caught_up.wait(), 10)  # it has looked for answers to post, and posted none
         press = await fake.click_button(result, f"dreambot:delete:{job.id}")
         await press.wait_for(lambda r: result.deleted)
 

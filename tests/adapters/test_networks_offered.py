@@ -20,7 +20,7 @@ from test_web import dream_form, sample_bytes
 from bot.adapters.web import create_web_app
 from bot.cli import main
 from bot.config import Config, QueueConfig, WorkerConfig
-from bot.engine import NullEngine
+from bot.engine import DreamcoreEngine, NullEngine
 from bot.networks import network_offers, usable_networks
 from bot.options import OptionError, build_command, parse_command
 from bot.requests import Destination, DreamRequest, Requester
@@ -184,3 +184,24 @@ async def test_the_operator_gets_the_hint_in_the_log_once_and_in_status(
     printed = capsys.readouterr().out
     assert "networks offered: lite0, lite1, lite2" in printed
     assert "download https://download.pytorch.org/models/googlenet-1378be20.pth" in printed
+
+
+@pytest.mark.asyncio
+async def test_weights_that_fail_to_load_in_the_worker_give_the_person_a_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Said to be online, but the download fails (nothing listens there): the hint goes to the log only.
+    monkeypatch.setenv("DREAMCORE_WEIGHTS_URL", "http://127.0.0.1:9/models")
+    service = await DreamService.open(make_config(tmp_path, download=True), DreamcoreEngine("cpu"))
+    service.start()
+    try:
+        command = build_command("visualize", "banana", {"network": "googlenet", "steps": 16, "size": 128})
+        job = await service.submit(DreamRequest(command, Requester("web", "u1", "u1"), Destination("web")))
+        async with asyncio.timeout(60):
+            async for view in service.subscribe(job.id):
+                last = view
+    finally:
+        await service.close()
+    assert last.state == "failed" and last.error == "googlenet is not installed on this bot right now; try lite0."
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.worker"]
+    assert any("127.0.0.1:9" in line and "dreamcore models import" in line for line in logged), logged
