@@ -574,3 +574,31 @@ async def test_the_poll_loop_waits_until_the_rate_limit_resets(fake: FakeX, tmp_
     assert waits[0] == (120, "rate limit", reset)  # to the second X named, and said so in the status
     assert waits[1] == (60, "", None)  # then the ordinary interval
     assert len(fake.replies_by_bot(post)) == 1
+
+
+async def test_wrong_options_get_one_short_reply_and_queue_nothing(
+    fake: FakeX, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DREAMCORE_CACHE", str(tmp_path / "cache"))  # no googlenet weights on this bot
+    yuri = fake.user("yuri")
+    layer = fake.post(yuri, "@DreamBot layer=block99", photo=photo())
+    network = fake.post(yuri, "@DreamBot network=googlenet", photo=photo())
+    async with xbot(make_config(tmp_path)) as adapter:
+        await adapter.poll_once()
+        await adapter.poll_once()  # read again: no second reply
+        await settled(adapter)
+        assert await adapter.service.queue.all_jobs() == []
+    [about_layer] = fake.replies_by_bot(layer)
+    assert about_layer.text.startswith("⚠️") and "block99" in about_layer.text and len(about_layer.text) <= 280
+    [about_network] = fake.replies_by_bot(network)
+    assert about_network.text == "⚠️ googlenet is not installed on this bot; try lite0, lite1 or lite2."
+
+
+async def test_a_second_stop_gets_no_second_confirmation(fake: FakeX, tmp_path: Path) -> None:
+    zoe = fake.user("zoe")
+    first = fake.post(zoe, "@DreamBot stop")
+    async with xbot(make_config(tmp_path)) as adapter:
+        await adapter.poll_once()
+        second = fake.post(zoe, "@DreamBot STOP.")
+        await adapter.poll_once()
+    assert len(fake.replies_by_bot(first)) == 1 and not fake.replies_by_bot(second)
