@@ -276,7 +276,8 @@ async def test_503_backs_off_with_jitter_then_answers(fake: FakeX, tmp_path: Pat
 
         async def sleep(seconds: float) -> None:
             waits.append(seconds)
-            if fake.replies_by_bot(post):
+            if len(waits) > 2:  # read at last: wait for the answer itself (no spinning through the budget), stop
+                await until(lambda: fake.replies_by_bot(post))
                 adapter._closed = True
             await asyncio.sleep(0)
 
@@ -448,14 +449,19 @@ async def test_a_403_other_than_the_reply_rule_skips_that_answer_and_the_rest_go
     async with xbot(config) as adapter:
         await adapter.poll_once()
         await until(lambda: adapter.status().get("answers_refused") == 1)
-        later = fake.post(uma, "@DreamBot", photo=photo())
+        # Replies made during the poll itself (a how-to, an error): the first is refused, the next still goes out.
         howto = fake.post(uma, "@DreamBot hi")
-        fake.fail("/2/tweets", 403)  # the how-to reply is refused too: the poll goes on
+        wrong = fake.post(uma, "@DreamBot layer=block99", photo=photo())
+        fake.fail("/2/tweets", 403)
+        await adapter.poll_once()
+        assert len(fake.replies_by_bot(wrong)) == 1
+        later = fake.post(uma, "@DreamBot", photo=photo())
         await adapter.poll_once()
         await until(lambda: fake.replies_by_bot(later))
         await settled(adapter)
         assert adapter.store.entry(refused).state == "skipped"  # type: ignore[union-attr]
         assert adapter.store.entry(howto).state == "skipped"  # type: ignore[union-attr]
+        assert adapter.status()["answers_refused"] == 2
     async with xbot(config) as adapter:  # a restart does not try again
         await adapter.poll_once()
         await settled(adapter)
@@ -565,7 +571,8 @@ async def test_the_poll_loop_waits_until_the_rate_limit_resets(fake: FakeX, tmp_
             status = adapter.status()
             waits.append((seconds, status["pause_reason"], status["paused_until"]))
             clock.now += seconds
-            if fake.replies_by_bot(post):
+            if len(waits) > 1:  # read at last: wait for the answer itself, then stop the loop
+                await until(lambda: fake.replies_by_bot(post))
                 adapter._closed = True
             await asyncio.sleep(0)
 
