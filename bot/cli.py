@@ -91,6 +91,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "x": _x_spend(config),
                 "schedule_problems": _schedule_problems(config),
                 "adapters": _adapter_states(config),
+                "networks": _networks_status(config),
             }
         finally:
             await queue.close()
@@ -126,6 +127,10 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
         if state.get("last_error"):
             line += f"; last error: {state['last_error']}"
         print(line)
+    networks = data["networks"]
+    print(f"networks offered: {', '.join(networks['offered']) or 'none'}")
+    for hint in networks["not_offered"].values():
+        print(f"  {hint}")
     return 0
 
 
@@ -142,6 +147,17 @@ def _adapter_states(config: Config) -> dict[str, dict]:
             finally:
                 store.close()
     return states
+
+
+def _networks_status(config: Config) -> dict:
+    """Which networks people are offered, and for the operator how to install the others (never shown to people)."""
+    from bot.networks import network_offers
+
+    offers = network_offers(config.worker.download_weights)
+    return {
+        "offered": [offer.name for offer in offers if offer.usable],
+        "not_offered": {offer.name: offer.hint for offer in offers if not offer.usable},
+    }
 
 
 def _x_spend(config: Config) -> dict | None:

@@ -41,6 +41,9 @@ class WorkerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     time_limit_seconds: float = 900.0  # a dream that runs longer is stopped and reported
     progress_interval_seconds: float = 1.0  # how often progress (and a preview) is published
+    # Whether this machine can download network weights (googlenet, vgg16, inception_v3) on first use.
+    # Off: only networks whose weights are already here are offered (bot/networks.py).
+    download_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -476,6 +479,9 @@ device = "auto"
 # A dream that runs longer than this is stopped and reported.
 time_limit_seconds = 900
 progress_interval_seconds = 1.0
+# true if this machine can reach download.pytorch.org: googlenet, vgg16 and inception_v3 are then offered and
+# downloaded on first use. false: only networks already installed are offered (`dreambot status` lists the rest).
+download_weights = false
 
 [media]
 # Uploads larger than this are refused before decoding.

@@ -270,10 +270,21 @@ class Command:
         return cls(Mode(data["mode"]), data.get("subject", ""), dict(data.get("options", {})))
 
 
-def build_command(mode: str | Mode, subject: str = "", options: Mapping[str, Any] | None = None) -> Command:
-    """Check a request given field by field (the web form, slash commands); raises OptionError."""
+def build_command(
+    mode: str | Mode,
+    subject: str = "",
+    options: Mapping[str, Any] | None = None,
+    *,
+    networks: Sequence[str] | None = None,
+) -> Command:
+    """Check a request given field by field (the web form, slash commands); raises OptionError.
+
+    ``networks``: the networks this bot can use (bot.networks); a network outside them is refused.
+    """
     spec = _mode_spec(mode)
     raw = {key: value for key, value in (options or {}).items() if value not in (None, "")}
+    if networks is not None and "network" in raw:
+        raw["network"] = offered_network(str(raw["network"]), networks)
     values: dict[str, Any] = {}
     # The network first: other options' choices (layers) depend on it.
     for name in sorted(raw, key=lambda key: key != "network"):
@@ -288,7 +299,7 @@ TOKEN = re.compile(r"^([A-Za-z_]+)=(.+)$")
 IGNORED = re.compile(r"^(<@!?&?\d+>|@\S+|#deepdream|#dreambot|https?://\S+)$", re.IGNORECASE)
 
 
-def parse_command(text: str, *, has_image: bool) -> Command:
+def parse_command(text: str, *, has_image: bool, networks: Sequence[str] | None = None) -> Command:
     """Read a chat post: ``[mode] [free words] [key=value ...] [preset word]``; raises OptionError.
 
     Mentions, the #deepdream tag and links are ignored wherever they are. With an image and no mode word the
@@ -328,7 +339,7 @@ def parse_command(text: str, *, has_image: bool) -> Command:
         )
     if spec.needs_image and not has_image:
         raise OptionError(f"{mode} needs a photo: attach one (PNG, JPEG, WebP or GIF) or reply to a message with one.")
-    return build_command(mode, " ".join(words), raw)
+    return build_command(mode, " ".join(words), raw, networks=networks)
 
 
 def _mode_spec(mode: str | Mode) -> ModeSpec:
@@ -373,19 +384,50 @@ def check_network(name: str) -> str:
         raise OptionError(str(error)) from None
 
 
-def describe_modes() -> list[dict[str, Any]]:
-    """The table as plain data, for the web form and help texts."""
-    return [
-        {
-            "mode": spec.mode.value,
-            "help": spec.help,
-            "needs_image": spec.needs_image,
-            "subject": spec.subject,
-            "example": spec.example,
-            "options": [option.describe() for option in spec.options],
-        }
-        for spec in MODES.values()
-    ]
+def offered_network(name: str, networks: Sequence[str]) -> str:
+    """The canonical name of ``name`` when it is among ``networks`` (those this bot can use); else OptionError.
+
+    A network dreamcore knows but this bot lacks gets a sentence for the person, not the operator's
+    install hint (that names server paths and commands: it goes to the log and `dreambot status`).
+    """
+    try:
+        canonical = get_spec(name).name
+    except DreamError:
+        close = difflib.get_close_matches(name.strip().lower(), list(networks), n=3, cutoff=0.4)
+        listed = ", ".join(close or networks)
+        raise OptionError(
+            f"network={name.strip()} is not something I know; {'did you mean' if close else 'try one of'} {listed}"
+            f"{'?' if close else '.'}"
+        ) from None
+    if canonical not in networks:
+        instead = f"; try {_or(list(networks))}" if networks else ""
+        raise OptionError(f"{canonical} is not installed on this bot{instead}.")
+    return canonical
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def describe_modes(networks: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The table as plain data, for the web form and help texts; ``networks``: those offered (default all)."""
+    described = []
+    for spec in MODES.values():
+        options = [option.describe() for option in spec.options]
+        for option in options:
+            if option["name"] == "network" and networks is not None:
+                option["choices"] = list(networks)
+        described.append(
+            {
+                "mode": spec.mode.value,
+                "help": spec.help,
+                "needs_image": spec.needs_image,
+                "subject": spec.subject,
+                "example": spec.example,
+                "options": options,
+            }
+        )
+    return described
 
 
 def help_text() -> str:

@@ -21,11 +21,14 @@ from bot.config import Config
 from bot.engine import DreamcoreEngine, Engine
 from bot.jobqueue import FINISHED_STATES, Job, JobQueue, JobState, Priority, QueueError, QueueLimits, QueueRefused
 from bot.media import MediaLimits, ingest
+from bot.networks import network_offers, usable_networks
+from bot.options import offered_network
 from bot.requests import DreamRequest
 from bot.sharing import SharedDreams
 from bot.store import FileStore
 from bot.worker import Progress, TaskSet, Worker, WorkerHooks
 from dreamcore.images import encode_image, finish_image
+from dreamcore.settings import DreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,9 @@ class DreamService:
         for job in self.recovered:
             if job.finished:
                 self.tasks.spawn(self._changed(job))
+        for offer in network_offers(self.config.worker.download_weights):
+            if not offer.usable:  # for the operator only; people are simply not offered the network
+                log.info("not offered to people: %s", offer.hint)
         self._loops = [
             asyncio.create_task(self.worker.run(), name="worker"),
             asyncio.create_task(self._expire_forever(), name="expiry"),
@@ -149,6 +155,7 @@ class DreamService:
 
         ``per_user_limit`` is a stricter limit a community set for itself (a Discord server's setting).
         """
+        self._check_network(request)
         if per_user_limit is not None and not request.requester.admin:
             await self._check_community_limit(request.requester.key, per_user_limit)
         if request.image is not None:
@@ -168,6 +175,18 @@ class DreamService:
         if view.state == JobState.QUEUED.value:
             self._publish(view)  # now with its place in line, unless the worker has already started it
         return view
+
+    def networks(self) -> list[str]:
+        """The networks people may ask for here: installed, or downloadable when worker.download_weights is on.
+
+        Read afresh each time (a file check per network), so a network imported while the bot runs is offered.
+        """
+        return usable_networks(self.config.worker.download_weights)
+
+    def _check_network(self, request: DreamRequest) -> None:
+        """Refused now with a sentence, rather than failing with the operator's install hint after waiting."""
+        # No network named: dreamcore's default (DreamSettings and DrawSettings agree on it).
+        offered_network(request.command.options.get("network") or DreamSettings.network, self.networks())
 
     async def _check_community_limit(self, user: str, limit: int) -> None:
         active = await self.queue.jobs_of(user, [JobState.QUEUED, JobState.RUNNING], limit=limit + 1)

@@ -29,8 +29,9 @@ from bot.options import OptionError
 from bot.requests import DreamRequest
 from bot.store import FileStore
 from dreamcore.api import preview_image
-from dreamcore.errors import Cancelled, DreamError
+from dreamcore.errors import Cancelled, DreamError, WeightsError
 from dreamcore.images import load_image
+from dreamcore.settings import DreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,12 @@ class Worker:
                     f"This dream took longer than {duration(self.time_limit)} and was stopped; "
                     "try fewer octaves, fewer steps or a smaller picture.",
                 )
+        except WeightsError as error:
+            # The operator's to fix (the message names server paths and commands): logged, and the person
+            # hears a sentence. Rare: networks without weights are refused at submit (bot/networks.py).
+            log.warning("job %s: %s", job.id, error)
+            network = DreamRequest.from_json(job.payload).command.options.get("network") or DreamSettings.network
+            finished = await self.queue.fail(job.id, f"{network} is not installed on this bot right now; try lite0.")
         except (DreamError, OptionError, MediaError) as error:
             finished = await self.queue.fail(job.id, str(error))  # the request itself is wrong: final
         except Exception as error:

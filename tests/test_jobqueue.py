@@ -649,7 +649,9 @@ async def test_a_claim_whose_caller_gave_up_leaves_the_job_queued(queue: JobQueu
     gate = threading.Event()
     queue._executor.submit(gate.wait)
     claim = asyncio.create_task(queue.claim())
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):  # the claim waits in line for the queue's thread (not a guessed pause)
+        while queue._executor._work_queue.qsize() == 0:
+            await asyncio.sleep(0.001)
     claim.cancel()
     gate.set()
     with pytest.raises(asyncio.CancelledError):

@@ -116,6 +116,18 @@ class Holding(NullEngine):
         return super().render(command, image, report, should_stop)
 
 
+class WarmedUp(NullEngine):
+    """NullEngine that says when the worker has warmed it up (the worker then waits for work)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed = threading.Event()
+
+    def warm_up(self) -> None:
+        super().warm_up()
+        self.warmed.set()
+
+
 async def until(condition, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not await condition():
@@ -192,7 +204,7 @@ async def test_real_dream_end_to_end_then_cache(tmp_path: Path) -> None:
         again = await service.submit(dream(user="u2"))
         assert (again.state, again.cached, again.result) == ("done", True, done.result)
         assert again.id != done.id
-        await asyncio.sleep(0.1)
+        await until(lambda: _heard_done(heard, again.id), what="the cached answer's announcement")
         assert len(service.worker.dream_seconds) == dreams_so_far  # the engine did not run
         assert heard.states(again.id) == ["done"]
 
@@ -317,8 +329,10 @@ async def test_a_queued_job_cancelled_never_runs(tmp_path: Path) -> None:
         assert (await service.cancel(second.id, by_user="web:u2")).state == "cancelled"
         engine.release.set()
         assert (await finished(service, first.id)).state == "done"
-        await asyncio.sleep(0.2)
-        assert engine.renders == 1
+        # A job queued after the cancelled one: once it is done, the worker has passed the cancelled one by.
+        third = await service.submit(drawing(build_command("letters", "LAST"), user="u3"))
+        assert (await finished(service, third.id)).state == "done"
+        assert engine.renders == 2  # the first and the third
         assert (await service.view(second.id)).state == "cancelled"
 
 
@@ -612,14 +626,15 @@ async def _heard_done(heard: Heard, job_id: str) -> bool:
 @pytest.mark.asyncio
 async def test_listeners_hear_queued_before_running_when_the_worker_is_idle(tmp_path: Path) -> None:
     heard = Heard()
-    async with opened(make_config(tmp_path), NullEngine()) as service:
+    engine = WarmedUp()
+    async with opened(make_config(tmp_path), engine) as service:
         service.add_listener(heard)
-        await asyncio.sleep(0.1)  # the worker has warmed up and waits for work
+        assert await asyncio.to_thread(engine.warmed.wait, 10)  # the worker is ready and waits for work
         jobs = []
         for n in range(5):
             jobs.append(await service.submit(drawing(build_command("letters", "NOW", {"seed": n}))))
             await finished(service, jobs[-1].id)
-        await asyncio.sleep(0.1)
+        await until(lambda: _heard_done(heard, jobs[-1].id), what="the last job's end")
     for job in jobs:
         assert heard.states(job.id) == ["queued", "running", "done"]
 

@@ -222,6 +222,8 @@ class DiscordAdapter:
         self._deliveries: set[asyncio.Task] = set()
         # The scheduler's preview of its next post, for /dreambot preview (set by bot.app when schedules run).
         self.schedule_preview: Callable[[str | None], Awaitable[Any]] | None = None
+        # Set once what finished while the bot was away has been posted (after each login): a readiness signal.
+        self.caught_up = asyncio.Event()
         self._register_commands()
         self.client.add_dynamic_items(ResultButton)
         self.client.dreambot = self  # buttons find the adapter through the client they arrive on
@@ -275,6 +277,7 @@ class DiscordAdapter:
     async def on_ready(self) -> None:
         log.info("Discord: logged in as %s", self.client.user)
         await self.deliver_missed()
+        self.caught_up.set()
 
     async def deliver_missed(self) -> None:
         """Results that finished while the bot was away (or mid-restart) are posted now, once."""
@@ -417,10 +420,11 @@ class DiscordAdapter:
 
         async def network_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
             allowed = adapter.store.guild(interaction.guild_id).networks
+            offered = adapter.service.networks()  # only networks this bot can use (bot/networks.py)
             return [
                 app_commands.Choice(name=f"{spec.name}: {spec.description}"[:100], value=spec.name)
                 for spec in list_networks()
-                if current.lower() in spec.name and (not allowed or spec.name in allowed)
+                if spec.name in offered and current.lower() in spec.name and (not allowed or spec.name in allowed)
             ][:25]
 
         async def class_choices(_interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -524,7 +528,9 @@ class DiscordAdapter:
             thinking=True, ephemeral=interaction.guild_id is not None and not public
         )
         try:
-            command = build_command(mode, subject, self._options_for_server(options, guild))
+            command = build_command(
+                mode, subject, self._options_for_server(options, guild), networks=self.service.networks()
+            )
             data = await self._download(image) if image is not None else None
             address = await self._interaction_address(interaction, response, public)
             await self.submit(command, interaction.user, address, data)
@@ -571,9 +577,9 @@ class DiscordAdapter:
         text = re.sub(rf"<@!?{me.id}>", " ", message.content)
         guild, public = self._server_settings(message.guild.id if message.guild else None)
         try:
-            parsed = parse_command(text, has_image=image is not None)
+            parsed = parse_command(text, has_image=image is not None, networks=self.service.networks())
             options = self._options_for_server(dict(parsed.options), guild)
-            command = build_command(parsed.mode, parsed.subject, options)
+            command = build_command(parsed.mode, parsed.subject, options, networks=self.service.networks())
             data = await self._download(image) if image is not None else None
         except (OptionError, MediaError) as error:
             await message.reply(f"⚠️ {error}"[:2000], mention_author=False)
@@ -656,7 +662,7 @@ class DiscordAdapter:
             return "Server settings are set in a server."
         current = self.store.guild(interaction.guild_id)
         if networks is not None:
-            known = {spec.name for spec in list_networks()}
+            known = set(self.service.networks())  # a server may choose among the networks this bot can use
             names = [n.strip() for n in networks.split(",") if n.strip()]
             unknown = [n for n in names if n not in known]
             if unknown:
@@ -868,7 +874,9 @@ class DiscordAdapter:
                 options = {k: v for k, v in options.items() if k in ("preset", "network", "layer")}
             elif action == "layer":
                 options["layer"] = another_layer(options.get("network"), options.get("layer"))
-            command = build_command(mode, command.subject, self._options_for_server(options, guild))
+            command = build_command(
+                mode, command.subject, self._options_for_server(options, guild), networks=self.service.networks()
+            )
             address = await self._interaction_address(interaction, response, public)
             requester = Requester(
                 PLATFORM, str(interaction.user.id), interaction.user.display_name, is_admin(interaction.user)

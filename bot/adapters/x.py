@@ -275,7 +275,7 @@ class XAdapter:
             return
         text = " ".join(w for w in post.text.split() if w.lower() not in {t.lower() for t in self.settings.hashtags})
         try:
-            command = parse_command(text, has_image=post.photo_url is not None)
+            command = parse_command(text, has_image=post.photo_url is not None, networks=self.service.networks())
         except OptionError as error:
             if post.photo_url is None:
                 if self.store.claim_howto(post.author_id) and self.store.receive(
@@ -317,7 +317,19 @@ class XAdapter:
     # ------------------------------------------------------------------ answering
 
     async def _reply_text(self, post: Post, text: str) -> None:
-        await self._answer(post.id, post.conversation_id, text, [])
+        try:
+            await self._answer(post.id, post.conversation_id, text, [])
+        except RateLimited:
+            raise  # not a refusal: the poll loop waits for the reset
+        except (tweepy.Forbidden, XError) as error:  # refused for this post: the other posts still get answers
+            self._refused(post.id, error)
+
+    def _refused(self, post_id: str, error: Exception) -> None:
+        """X refused an answer for good (its reply rule, a protected or suspended account, a read-only app):
+        never retried, and the operator hears X's own words."""
+        log.warning("X refused the answer to post %s: %s", post_id, error)
+        self.store.update(post_id, state="skipped")
+        self.store.count("answers_refused")
 
     async def _answer(self, post_id: str, conversation_id: str, text: str, media_ids: list[str]) -> str:
         async def create() -> str:
@@ -353,12 +365,12 @@ class XAdapter:
                 await self.deliver(view)
             except (BudgetExhausted, RateLimited, ConnectionError) as error:
                 log.warning("X: the answer to job %s waits (%s); it goes out at the next start", view.id, error)
-            except tweepy.Forbidden as error:
-                # X's reply rule (the post does not mention the bot) or a protected account: never retried.
-                log.warning("X refused the answer to job %s: %s", view.id, error)
+            except (tweepy.Forbidden, XError) as error:
+                # X's reply rule (the post does not mention the bot), a protected account, an app without
+                # write permission, or an upload X would not take: never retried.
                 post_id = view.destination.get("post_id")
                 if post_id:
-                    self.store.update(post_id, state="skipped")
+                    self._refused(post_id, error)
 
     async def reconcile(self) -> None:
         """Answers a crash or a stop left unposted: posted now, once (reconciled with X first)."""

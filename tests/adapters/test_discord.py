@@ -11,13 +11,13 @@ import asyncio
 import io
 import re
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fake_discord import MANAGE_GUILD, FakeDiscord, InteractionRecord, StoredMessage
 from PIL import Image
 
@@ -68,15 +68,41 @@ class Gated(NullEngine):
         return super().render(command, image, report, should_stop)
 
 
-class Unhurried(DreamcoreEngine):
-    """The real engine, with a pause after each reported step, so that progress edits have time to show."""
+class InLine:
+    """Wraps an engine so that jobs stay queued until the test opens ``gate``.
+
+    The worker warms its engine up before it claims its first job, so holding ``warm_up`` keeps every job in the
+    queue: the test sees the queued state for certain, however fast the machine, instead of racing the worker.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.gate = threading.Event()
+
+    def warm_up(self) -> None:
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never let the worker start")
+        self.engine.warm_up()
 
     def render(self, command, image, report, should_stop) -> Rendered:  # type: ignore[no-untyped-def]
-        def slower(fraction, text, step_image) -> None:  # type: ignore[no-untyped-def]
-            report(fraction, text, step_image)
-            time.sleep(0.2)
+        return self.engine.render(command, image, report, should_stop)
 
-        return super().render(command, image, slower, should_stop)
+
+class ShowsProgress(DreamcoreEngine):
+    """The real engine, holding the first step that has a picture until the test has seen a progress edit
+    with its preview (rather than pausing every step and hoping the edit lands meanwhile)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device)
+        self.preview_seen = threading.Event()
+
+    def render(self, command, image, report, should_stop) -> Rendered:  # type: ignore[no-untyped-def]
+        def held(fraction, text, step_image) -> None:  # type: ignore[no-untyped-def]
+            report(fraction, text, step_image)
+            if step_image is not None and not self.preview_seen.wait(60):
+                raise RuntimeError("the test never saw a preview")
+
+        return super().render(command, image, held, should_stop)
 
 
 @asynccontextmanager
@@ -132,6 +158,12 @@ def shown(message: StoredMessage | None) -> list[str]:
 
 def showed(record: InteractionRecord, word: str) -> bool:
     return any(word in content for content in shown(record.original))
+
+
+def previews_shown(fake: FakeDiscord) -> list:  # type: ignore[type-arg]
+    """The previews the bot has put on its messages so far (answered edits with a preview.jpg)."""
+    edits = [r for r in fake.find_requests("PATCH /webhooks/*") if r.status == 200]
+    return [f for r in edits for f in r.files if f.filename == "preview.jpg"]
 
 
 def job_id_in(text: str) -> str:
@@ -222,18 +254,29 @@ async def test_login_syncs_commands_built_from_the_option_table(fake_discord: Fa
 
 async def test_slash_dream_with_the_real_engine(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     fake = fake_discord
-    async with dreambot(fake, make_config(tmp_path), Unhurried("cpu")):
-        record = await fake.send_slash_command(
-            "dream", {"octaves": 1, "iterations": 3, "seed": 5}, attachments={"image": ("chelsea.png", CHELSEA)}
-        )
-        await record
-        assert record.response_type == 5 and not record.expired
-        assert record.acked_at is not None and record.acked_at - record.created < 3.0
-        result = await result_of(record, timeout=30)
+    dreaming = ShowsProgress("cpu")
+    engine = InLine(dreaming)
+    async with dreambot(fake, make_config(tmp_path), engine):
+        try:
+            record = await fake.send_slash_command(
+                "dream", {"octaves": 1, "iterations": 3, "seed": 5}, attachments={"image": ("chelsea.png", CHELSEA)}
+            )
+            await record
+            assert record.response_type == 5 and not record.expired
+            assert record.acked_at is not None and record.acked_at - record.created < 3.0
+            # the job waits in line (held there by the test) and the message says so
+            await record.wait_for(lambda r: showed(r, "next in line"), timeout=10)
+            engine.gate.set()
+            await fake.wait_for(lambda f: previews_shown(f), timeout=60, what="a progress edit with a preview")
+            dreaming.preview_seen.set()
+            result = await result_of(record, timeout=60)
+        finally:  # never leave the dreaming thread waiting on a test that failed
+            engine.gate.set()
+            dreaming.preview_seen.set()
 
     contents = shown(result)
     job_id = job_id_in(result.content)
-    # while waiting (the worker loads the network first), then dreaming
+    # while waiting, then dreaming
     assert any("queued" in c and "next in line" in c for c in contents), contents
     percents = [c for c in contents if "dreaming" in c and "%" in c]
     assert percents, contents
@@ -462,8 +505,8 @@ async def test_restart_in_the_middle_of_a_job(fake_discord: FakeDiscord, tmp_pat
     async with dreambot(fake, config, engine) as adapter:
         result = await result_of(record)
         assert (await adapter.service.view(job.id)).state == "done"
-    async with dreambot(fake, config, engine):  # a third start posts nothing again; the buttons still work
-        await asyncio.sleep(0.2)
+    async with dreambot(fake, config, engine) as adapter:  # a third start posts nothing again; the buttons work
+        await asyncio.wait_for(adapter.caught_up.wait(), 10)  # it has looked for answers to post, and posted none
         press = await fake.click_button(result, f"dreambot:delete:{job.id}")
         await press.wait_for(lambda r: result.deleted)
 
@@ -478,12 +521,13 @@ async def test_restart_in_the_middle_of_a_job(fake_discord: FakeDiscord, tmp_pat
 async def test_result_finishing_while_the_bot_is_away(fake_discord: FakeDiscord, tmp_path: Path) -> None:
     fake = fake_discord
     config = make_config(tmp_path)
-    engine = Gated()
-    engine.gate.clear()
-    async with dreambot(fake, config, engine):
-        record = await fake.send_slash_command("dream", attachments={"image": ("chelsea.png", CHELSEA)})
-        await record.wait_for(lambda r: showed(r, "queued"))
-    engine.gate.set()
+    engine = InLine(NullEngine())  # the job stays queued while the bot is on
+    try:
+        async with dreambot(fake, config, engine):
+            record = await fake.send_slash_command("dream", attachments={"image": ("chelsea.png", CHELSEA)})
+            await record.wait_for(lambda r: showed(r, "queued"))
+    finally:
+        engine.gate.set()
     service = await DreamService.open(config, engine)  # the service alone: the dream finishes, nobody posts it
     service.start()
     try:
@@ -523,16 +567,17 @@ async def test_progress_edits_never_delay_the_result(fake_discord: FakeDiscord, 
     async with dreambot(fake, make_config(tmp_path), engine):
         record = await fake.send_slash_command("dream", attachments={"image": ("chelsea.png", CHELSEA)})
         await record.wait_for(lambda r: showed(r, "dreaming"))
-        # the next progress edit is answered 429 "retry in 2 s": discord.py would sleep, holding the route
-        rule = fake.rate_limit("PATCH /webhooks/*", times=1, retry_after=2.0)
+        # the next progress edit is answered 429 "retry in 5 s": discord.py would sleep, holding the route
+        rule = fake.rate_limit("PATCH /webhooks/*", times=1, retry_after=5.0)
         await fake.wait_for(lambda f: rule.hits == 1)
         engine.gate.set()
-        started = time.monotonic()
         result = await result_of(record)
-        waited = time.monotonic() - started
-        await asyncio.sleep(2.2)  # long enough for a retry of the refused edit to show up, if it were sent
-    assert waited < 1.2, waited  # the refused edit would have held the route for 2 s
+        await asyncio.sleep(5.2)  # long enough for a retry of the refused edit to show up, if it were sent
     patches = fake.find_requests("PATCH /webhooks/*")
+    # Held behind the refused edit, the answer could not have gone out before the 5 s were over; it did.
+    (refused,) = [r for r in patches if r.status == 429]
+    answer = next(r for r in patches if r.files and r.files[0].filename == "dream.png")
+    assert answer.time - refused.time < 5.0, answer.time - refused.time
     assert patches[-1].files and patches[-1].files[0].filename == "dream.png"  # nothing overwrote the result
     assert result_on(record) is result and result.custom_ids
 
@@ -708,3 +753,37 @@ async def test_autocomplete(fake_discord: FakeDiscord, tmp_path: Path) -> None:
         what = await fake.send_autocomplete("visualize", {"what": "bana"}, focused="what")
         await what
         assert (what.autocomplete_choices or [{}])[0].get("value") == "banana"
+
+
+async def test_only_networks_the_bot_has_are_offered(
+    fake_discord: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = fake_discord
+    monkeypatch.setenv("DREAMCORE_CACHE", str(tmp_path / "cache"))  # no googlenet weights there
+    monkeypatch.delenv("DREAMCORE_OFFLINE", raising=False)
+    async with dreambot(fake, make_config(tmp_path), NullEngine()) as adapter:
+        offered = await fake.send_autocomplete("dream", {"network": ""}, focused="network")
+        await offered
+        assert [c["value"] for c in offered.autocomplete_choices or []] == ["lite0", "lite1", "lite2"]
+
+        refused = await fake.send_slash_command(
+            "dream", {"network": "googlenet"}, attachments={"image": ("chelsea.png", CHELSEA)}
+        )
+        await refused.wait_original_edit()
+        assert refused.original is not None
+        assert refused.original.content.endswith("googlenet is not installed on this bot; try lite0, lite1 or lite2.")
+        assert "/" not in refused.original.content and "dreamcore" not in refused.original.content
+        assert await adapter.service.queue.all_jobs() == []
+        mention = await fake.post_message(content="network=vgg16", attachments=[("chelsea.png", CHELSEA)])
+        reply = await fake.wait_for_message(lambda m: "vgg16 is not installed on this bot" in m.content)
+        assert reply.payload["message_reference"]["message_id"] == mention.id
+        settings = await fake.send_slash_command("dreambot settings", {"networks": "googlenet"}, user=fake.admin)
+        await settings
+        assert settings.original is not None and settings.original.content.startswith("Unknown network googlenet;")
+
+        weights = tmp_path / "cache" / "weights" / "googlenet-1378be20.pth"
+        weights.parent.mkdir(parents=True)
+        torch.save({"fc.weight": torch.randn(2, 3)}, weights)  # a tiny random checkpoint: present
+        again = await fake.send_autocomplete("dream", {"network": "goo"}, focused="network")
+        await again
+        assert [c["value"] for c in again.autocomplete_choices or []] == ["googlenet"]

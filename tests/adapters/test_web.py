@@ -400,10 +400,12 @@ def parse_metrics(text: str) -> tuple[dict[str, str], list[tuple[str, dict[str, 
 
 @pytest.mark.asyncio
 async def test_metrics_are_prometheus_text(app: tuple[TestClient, DreamService]) -> None:
-    client, _ = app
+    client, service = app
     job = await (await submit(client)).json()
     await wait_finished(client, job["id"])
-    await asyncio.sleep(0.15)  # a few event-loop lag samples
+    async with asyncio.timeout(10):  # the loop-lag monitor has taken a sample
+        while not service.loop_lag.samples:
+            await asyncio.sleep(0.01)
 
     response = await client.get("/metrics")
     assert response.status == 200

@@ -136,13 +136,16 @@ async def page(request: web.Request) -> web.StreamResponse:
 async def modes(request: web.Request) -> web.Response:
     """Everything the form is built from: modes and their options, presets, networks and limits."""
     config = request.app[CONFIG]
+    offered = request.app[SERVICE].networks()  # only networks this bot can use (bot/networks.py)
     # The layer lists come from building each network's catalog: tens of milliseconds, off the loop.
-    described = await asyncio.get_running_loop().run_in_executor(None, describe_modes)
+    described = await asyncio.get_running_loop().run_in_executor(None, describe_modes, offered)
     return web.json_response(
         {
             "modes": described,
             "presets": [{"name": p.name, "description": p.description} for p in PRESETS.values()],
-            "networks": [{"name": spec.name, "description": spec.description} for spec in list_networks()],
+            "networks": [
+                {"name": spec.name, "description": spec.description} for spec in list_networks() if spec.name in offered
+            ],
             "limits": {"max_upload_mb": config.media.max_upload_mb, "working_side": config.media.working_side},
         }
     )
@@ -179,7 +182,7 @@ async def submit(request: web.Request) -> web.Response:
     name = str(fields.pop("name", ""))
     image = fields.pop("image", None)
     share = str(fields.pop("share", "")).lower() in ("on", "true", "1", "yes")  # the tick box: may be picked daily
-    command = build_command(mode, subject, fields)
+    command = build_command(mode, subject, fields, networks=request.app[SERVICE].networks())
     if not MODES[command.mode].needs_image:
         image = None  # a picture from nothing: a photo sent along is not kept
     elif image is None:
@@ -245,7 +248,8 @@ async def again(request: web.Request) -> web.Response:
     if "seed" in {o.name for o in MODES[original.command.mode].options} and "seed" not in options:
         # A new seed makes a new dream; without one, the same request would be answered from the cache.
         options["seed"] = secrets.randbelow(2**31)
-    command = build_command(original.command.mode, str(changes.get("subject", original.command.subject)), options)
+    subject = str(changes.get("subject", original.command.subject))
+    command = build_command(original.command.mode, subject, options, networks=service.networks())
     if original.image_key and not service.store.exists(original.image_key):
         raise Problem(410, "The photo of that dream has been cleared away; upload it again to dream it.")
     new = DreamRequest(command, _requester(request, str(changes.get("name", ""))), Destination("web"))

@@ -57,12 +57,21 @@ async def service_metrics(service: DreamService) -> list[Metric]:
     for state in JobState:
         jobs.add(counts.get(state, 0), state=state.value)
     spend = Metric("dreambot_platform_spend_dollars", "gauge", "Money spent on a platform's paid API, by period.")
+    remaining = Metric(
+        "dreambot_platform_budget_remaining_dollars", "gauge", "Money left in a platform's budget, by period."
+    )
+    exhausted = Metric(
+        "dreambot_platform_budget_exhausted", "gauge", "1 while a platform's budget is spent (it waits)."
+    )
     for platform, report in service.platform_status.items():
         numbers = report()
         spend.add(numbers["spent_today"], platform=platform, period="day")
         spend.add(numbers["spent_this_month"], platform=platform, period="month")
+        remaining.add(numbers["remaining_today"], platform=platform, period="day")
+        remaining.add(numbers["remaining_this_month"], platform=platform, period="month")
+        exhausted.add(int(bool(numbers["exhausted"])), platform=platform)
     return [
-        *([spend] if spend.samples else []),
+        *([spend, remaining, exhausted] if spend.samples else []),
         Metric("dreambot_queue_depth", "gauge", "Dreams waiting to start.").add(counts.get(JobState.QUEUED, 0)),
         jobs,
         Metric("dreambot_dream_seconds", "summary", "Seconds the worker spent on each finished dream.")
