@@ -89,6 +89,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "average_seconds": round(await queue.average_seconds(), 1),
                 "active": rows,
                 "x": _x_spend(config),
+                **_workers(config, [row["id"] for row in rows if row["state"] == "running"]),
             }
         finally:
             await queue.close()
@@ -108,6 +109,15 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
         print(f"  {row['id']}  {row['state']:<8} {row['user']:<24} {where}")
     if not data["active"]:
         print("  nothing queued or running")
+    print(f"workers ({data['backend']}):")
+    for worker in data["workers"]:
+        doing = f"dreaming {worker['current_job']}" if worker["current_job"] else "idle"
+        print(
+            f"  {worker['name']:<24} {worker['host'] or '':<16} {worker['device'] or '':<8} {worker['state']:<7} "
+            f"{doing}, {worker['jobs_done']} done"
+        )
+    if data.get("workers_error"):
+        print(f"  {data['workers_error']}")
     x = data["x"]
     if x is not None:
         paused = " (budget spent: reading and answering wait for the next day or month)" if x["exhausted"] else ""
@@ -132,6 +142,54 @@ def _x_spend(config: Config) -> dict | None:
         ).status()
     finally:
         store.close()
+
+
+def _workers(config: Config, running: list[str]) -> dict:
+    """The `workers` of `dreambot status`: the bot's own worker, or the Celery workers' heartbeats in Redis."""
+    if config.worker.backend != "celery":
+        import socket
+
+        # The local worker lives in the `serve` process; what it dreams is what the database says runs.
+        local = {"name": "local", "host": socket.gethostname(), "pid": None, "device": config.worker.device}
+        local |= {"state": "ready", "current_job": running[0] if running else None, "jobs_done": None}
+        local |= {"last_heartbeat": None}
+        return {"backend": "local", "workers": [local]}
+    from bot.celery_protocol import read_workers, redact
+
+    try:
+        return {"backend": "celery", "workers": read_workers(config.secrets.broker_url)}
+    except Exception as error:
+        where = redact(config.secrets.broker_url)
+        return {
+            "backend": "celery",
+            "workers": [],
+            "workers_error": f"Could not reach Redis at {where} ({type(error).__name__}); is it running?",
+        }
+
+
+def command_worker(args: argparse.Namespace, config: Config) -> int:
+    from bot.celery_worker import default_name, run_worker
+    from bot.engine import DreamcoreEngine, NullEngine
+
+    if not config.secrets.broker_url:
+        raise ConfigError(
+            "`dreambot worker` needs DREAMBOT_BROKER_URL in the environment, the bot's Redis, for example "
+            "redis://:password@redis-host:6379/0."
+        )
+    device = args.device or config.worker.device
+    if args.engine == "null":
+        engine = NullEngine(steps=args.null_steps, step_seconds=args.null_step_seconds)
+    else:
+        engine = DreamcoreEngine(device)
+    run_worker(
+        config.secrets.broker_url,
+        engine,
+        name=args.name or default_name(device),
+        device=device,
+        heartbeat_seconds=args.heartbeat_seconds,
+        log_level=config.log_level,
+    )
+    return 0
 
 
 def command_cancel(args: argparse.Namespace, config: Config) -> int:
@@ -172,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser("cancel", help="cancel a job (queued, or running: it stops at its next step)")
     cancel.add_argument("job")
     cancel.set_defaults(run=command_cancel)
+    worker = commands.add_parser("worker", help="dream for a bot elsewhere: a Celery worker on one device")
+    worker.add_argument("--device", help="cpu, cuda, cuda:1, mps (overrides worker.device)")
+    worker.add_argument("--name", help="this worker's name (default: host-device); one name per device")
+    worker.add_argument("--heartbeat-seconds", type=float, default=5.0, help="how often it tells the bot it lives")
+    worker.add_argument("--engine", choices=["dreamcore", "null"], default="dreamcore", help=argparse.SUPPRESS)
+    worker.add_argument("--null-steps", type=int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--null-step-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    worker.set_defaults(run=command_worker)
     init = commands.add_parser("init", help="write a commented example configuration")
     init.add_argument("path", nargs="?", type=Path, default=Path("dreambot.toml"))
     init.add_argument("--force", action="store_true")

@@ -41,6 +41,11 @@ class WorkerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1, mps
     time_limit_seconds: float = 900.0  # a dream that runs longer is stopped and reported
     progress_interval_seconds: float = 1.0  # how often progress (and a preview) is published
+    # Scale-out: "local" dreams in the bot's own process; "celery" hands jobs to `dreambot worker` processes on
+    # other machines through Redis (DREAMBOT_BROKER_URL). The bot keeps the queue, its fairness and the leases.
+    backend: str = "local"
+    lease_seconds: float = 60.0  # a dispatched dream with no word from its worker for this long is given to another
+    max_transfer_mb: float = 32.0  # photos and results travel through Redis up to this size
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class Secrets:
     web_token: str = ""  # DREAMBOT_WEB_TOKEN
     discord_token: str = ""  # DISCORD_TOKEN
     x: XKeys = field(default_factory=XKeys)  # X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET
+    broker_url: str = ""  # DREAMBOT_BROKER_URL: Redis for worker.backend = "celery"; may hold a password
 
     def __repr__(self) -> str:  # never print a secret, even by accident
         return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=..., x=...)"
@@ -165,6 +171,14 @@ class Config:
         _require(64 <= self.media.working_side <= 8192, "media.working_side must be between 64 and 8192.")
         _require(self.media.max_upload_mb > 0, "media.max_upload_mb must be above 0.")
         _require(self.worker.time_limit_seconds > 0, "worker.time_limit_seconds must be above 0.")
+        _require(self.worker.backend in ("local", "celery"), 'worker.backend must be "local" or "celery".')
+        _require(self.worker.lease_seconds >= 1, "worker.lease_seconds must be at least 1.")
+        _require(self.worker.max_transfer_mb > 0, "worker.max_transfer_mb must be above 0.")
+        _require(
+            self.worker.backend != "celery" or bool(self.secrets.broker_url),
+            'worker.backend is "celery" but DREAMBOT_BROKER_URL is not set; set it in the environment to your '
+            "Redis, for example redis://:password@redis-host:6379/0.",
+        )
         _require(self.x.poll_interval_seconds >= 10, "x.poll_interval_seconds must be at least 10.")
         _require(self.x.daily_budget_dollars > 0, "x.daily_budget_dollars must be above 0.")
         _require(self.x.monthly_budget_dollars > 0, "x.monthly_budget_dollars must be above 0.")
@@ -213,6 +227,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         web_token=environ.get("DREAMBOT_WEB_TOKEN", ""),
         discord_token=environ.get("DISCORD_TOKEN", ""),
         x=XKeys.from_environ(environ),
+        broker_url=environ.get("DREAMBOT_BROKER_URL", ""),
     )
     config = replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
     if chosen is not None and not config.data_dir.is_absolute():
@@ -221,7 +236,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     return config
 
 
-SECRET_KEYS = ("web_token", "discord_token", "token", "password", "secret")
+SECRET_KEYS = ("web_token", "discord_token", "token", "password", "secret", "broker_url")
 
 
 def _refuse_secrets(data: dict[str, Any], source: Path | None) -> None:
@@ -287,6 +302,7 @@ EXAMPLE = """\
 #   DREAMBOT_WEB_TOKEN   required when the web page listens on anything but 127.0.0.1
 #   DISCORD_TOKEN        turns on the Discord adapter
 #   X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET   all four turn on X; X_BEARER_TOKEN optional
+#   DREAMBOT_BROKER_URL  Redis for worker.backend = "celery", e.g. redis://:password@redis-host:6379/0
 
 # Where the queue (SQLite), results and uploads are kept; relative to this file.
 data_dir = "data"
@@ -317,6 +333,13 @@ device = "auto"
 # A dream that runs longer than this is stopped and reported.
 time_limit_seconds = 900
 progress_interval_seconds = 1.0
+# "local": dream in this process. "celery": hand dreams to `dreambot worker` processes (one per GPU, on any
+# machine) through Redis at $DREAMBOT_BROKER_URL; the queue and its fairness stay here.
+backend = "local"
+# A dispatched dream whose worker says nothing for this long is given to another worker.
+lease_seconds = 60
+# Photos and results travel through Redis up to this size.
+max_transfer_mb = 32
 
 [media]
 # Uploads larger than this are refused before decoding.
