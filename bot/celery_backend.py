@@ -177,6 +177,8 @@ class CeleryWorkers:
     async def _read_registry(self) -> None:
         entries = await self.redis.hgetall(WORKERS)
         self._connected()
+        for name in set(self.workers) - {key.decode() for key in entries}:
+            del self.workers[name]  # stopped cleanly (or Redis restarted empty: its next heartbeat brings it back)
         for raw in entries.values():
             self._heard(json.loads(raw))
 
