@@ -87,6 +87,7 @@ class CeleryWorkers:
         self.wakeup = asyncio.Event()
         self.tasks = TaskSet()
         self.connected = False
+        self._closing = False
         self._loops: list[asyncio.Task] = []
 
     # -- the face the service sees --------------------------------------------------------------------------------
@@ -138,11 +139,14 @@ class CeleryWorkers:
 
     async def close(self, timeout: float = 30.0) -> None:
         """Stop dispatching. Dreams on workers go on; their results wait in Redis for the next start."""
+        # A flag as well as cancel(): in Python 3.11 a cancel that meets a timeout inside redis's client can be
+        # swallowed, and a loop that never sees it would keep the service from closing.
+        self._closing = True
+        self.wakeup.set()
         for task in self._loops:
             task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=timeout)
         with contextlib.suppress(Exception):
             await self.redis.aclose()
         self._sender.shutdown(wait=False, cancel_futures=True)
@@ -158,7 +162,7 @@ class CeleryWorkers:
             log.info("%d dispatched dreams carried over from the last start", len(self.dispatches))
 
     async def _dispatch_forever(self) -> None:
-        while True:
+        while not self._closing:
             self.wakeup.clear()
             try:
                 await self._read_registry()
@@ -167,6 +171,8 @@ class CeleryWorkers:
             else:
                 self._expire_leases()
                 for name in self._free_workers():
+                    if self._closing:
+                        break
                     job = await self.queue.claim()
                     if job is None:
                         break
@@ -298,11 +304,11 @@ class CeleryWorkers:
 
     async def _listen(self) -> None:
         """Progress and heartbeats from the workers, over pub/sub; reconnects on its own."""
-        while True:
+        while not self._closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(EVENTS)
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._event(json.loads(message["data"]))
@@ -337,7 +343,7 @@ class CeleryWorkers:
     async def _collect(self) -> None:
         """Outcomes, one at a time: moved aside while stored, removed once stored, so none is lost to a crash."""
         first = True
-        while True:
+        while not self._closing:
             try:
                 if first:  # what a crash of the last start left half-taken
                     for raw in await self.redis.lrange(RESULTS_TAKING, 0, -1):
