@@ -259,6 +259,7 @@ class CeleryWorkers:
 
     def _send(self, args: list[Any], name: str) -> None:
         self.celery.send_task(TASK_NAME, args=args, queue=worker_queue(name), retry=False)
+        log.debug("job %s sent to worker %s", args[0], name)
 
     def _expire_leases(self) -> None:
         now = time.monotonic()
@@ -366,18 +367,20 @@ class CeleryWorkers:
         await self.redis.lrem(RESULTS_TAKING, 1, raw)
 
     async def _store(self, outcome: Outcome) -> None:
+        log.debug("job %s: %s from worker %s", outcome.job_id, outcome.kind, outcome.worker)
         worker = self.workers.get(outcome.worker)
         if worker is not None and worker.get("current_job") == outcome.job_id:
             worker["current_job"] = None  # idle now (its heartbeat says so too, in the same transaction)
-        self.wakeup.set()
         try:
             job = await self.queue.get(outcome.job_id)
         except Exception:
             return  # removed meanwhile
         if job.state is not JobState.RUNNING or token_of(job) != outcome.token:
             log.info("dropped a stale result for job %s from worker %s", outcome.job_id, outcome.worker)
+            self.wakeup.set()
             return
         self.dispatches.pop(job.id, None)
+        self.wakeup.set()  # only now: the dispatcher must find the worker free when it looks
         with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(dispatch_key(job.id))
         try:

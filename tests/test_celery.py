@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,9 +26,11 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
-from bot.celery_protocol import WORKERS, redact
-from bot.config import Config, QueueConfig, Secrets, WorkerConfig
+from bot.celery_backend import token_of
+from bot.celery_protocol import RESULTS, RESULTS_TAKING, WORKERS, Outcome, b64, redact
+from bot.config import Config, ConfigError, QueueConfig, Secrets, WorkerConfig, load_config
 from bot.jobqueue import JobState
 from bot.options import parse_command
 from bot.requests import Destination, DreamRequest, Requester
@@ -54,11 +57,13 @@ class RedisServer:
         self.port = free_port()
         self.workdir = workdir
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = ""
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + (["--requirepass", self.password] if self.password else []),
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -409,3 +414,84 @@ def test_the_broker_password_is_never_shown() -> None:
     assert redact("redis://user:s3cret@redis:6379/0") == "redis://user:***@redis:6379/0"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     assert "s3cret" not in repr(Secrets(broker_url="redis://:s3cret@h:1/0"))
+
+
+async def results_taken(broker: RedisServer, timeout: float = 20.0) -> None:
+    """Until the bot has taken everything workers (or a test) pushed onto the results list."""
+    client = redis.asyncio.Redis.from_url(broker.url)
+    try:
+        async with asyncio.timeout(timeout):
+            while await client.llen(RESULTS) or await client.llen(RESULTS_TAKING):
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
+
+
+@needs_redis
+@pytest.mark.asyncio
+async def test_stale_and_late_results_are_dropped(workers: Workers, broker: RedisServer, tmp_path: Path) -> None:
+    workers.start("w1", steps=400, step_seconds=0.05)
+    async with bot(celery_config(tmp_path, broker)) as (service, heard):
+        job_id = (await service.submit(request("u1", 1))).id
+        await heard.until(lambda: any(v.id == job_id and v.progress > 0 for v in heard.views), what="dreaming")
+        job = await service.queue.get(job_id)
+        with contextlib.closing(broker.client()) as client:
+            # A result from an earlier attempt (another token): dropped, the job dreams on.
+            client.rpush(RESULTS, Outcome(job_id, "0:0.0", "w9", "done", data=b64(b"not a picture")).to_json())
+            await results_taken(broker)
+            assert (await service.queue.get(job_id)).state is JobState.RUNNING
+            await service.cancel(job_id, by_user="web:u1")
+            await heard.until(lambda: heard.ended()[job_id] == 1, what="cancelled")
+            # The right token, but the job was cancelled meanwhile: dropped too.
+            client.rpush(RESULTS, Outcome(job_id, token_of(job), "w1", "done", data=b64(b"late")).to_json())
+            await results_taken(broker)
+        assert (await service.queue.get(job_id)).state is JobState.CANCELLED
+        assert heard.ended() == Counter({job_id: 1})
+
+
+@needs_redis
+@pytest.mark.asyncio
+async def test_the_broker_password_never_reaches_a_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: Workers
+) -> None:
+    server = RedisServer(tmp_path)
+    server.password = "s3cret-pass"
+    server.url = f"redis://:{server.password}@127.0.0.1:{server.port}/0"
+    server.start()
+    try:
+        pool = Workers(server, tmp_path)
+        workers.started = pool.started  # stopped by the fixture
+        pool.start("secretive", steps=1, step_seconds=0.01)
+        caplog.set_level(logging.DEBUG)
+        async with bot(celery_config(tmp_path, server)) as (service, heard):
+            job_id = (await service.submit(request("u1", 1))).id
+            await heard.until(lambda: job_id in heard.done(), what="done")
+        assert "redis://:***@" in caplog.text
+        assert server.password not in caplog.text
+        assert server.password not in pool.output("secretive")
+        assert "127.0.0.1" in pool.output("secretive")  # it did log where it connects
+    finally:
+        server.stop()
+
+
+def test_the_celery_backend_needs_a_broker_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "dreambot.toml").write_text('[worker]\nbackend = "celery"\n')
+    with pytest.raises(ConfigError, match="DREAMBOT_BROKER_URL is not set"):
+        load_config(tmp_path / "dreambot.toml", environ={})
+    with pytest.raises(ConfigError, match='"local" or "celery"'):
+        (tmp_path / "other.toml").write_text('[worker]\nbackend = "rabbit"\n')
+        load_config(tmp_path / "other.toml", environ={})
+    with pytest.raises(ConfigError, match="secrets do not belong"):
+        (tmp_path / "leaky.toml").write_text('[worker]\nbroker_url = "redis://:pw@h/0"\n')
+        load_config(tmp_path / "leaky.toml", environ={})
+
+
+def test_dreambot_worker_without_a_broker_is_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.cli import main
+
+    monkeypatch.delenv("DREAMBOT_BROKER_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["worker", "--device", "cpu"]) == 2
+    assert "needs DREAMBOT_BROKER_URL" in capsys.readouterr().err
