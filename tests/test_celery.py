@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ import redis.asyncio
 
 from bot.celery_backend import token_of
 from bot.celery_protocol import RESULTS, RESULTS_TAKING, WORKERS, Outcome, b64, redact
-from bot.config import Config, ConfigError, QueueConfig, Secrets, WorkerConfig, load_config
+from bot.config import Config, ConfigError, MediaConfig, QueueConfig, Secrets, WorkerConfig, load_config
 from bot.jobqueue import JobState
 from bot.options import parse_command
 from bot.requests import Destination, DreamRequest, Requester
@@ -495,3 +497,25 @@ def test_dreambot_worker_without_a_broker_is_a_sentence(
     monkeypatch.chdir(tmp_path)
     assert main(["worker", "--device", "cpu"]) == 2
     assert "needs DREAMBOT_BROKER_URL" in capsys.readouterr().err
+
+
+@needs_redis
+@pytest.mark.asyncio
+async def test_a_real_lite0_dream_on_a_worker_sends_previews_and_a_picture(
+    workers: Workers, broker: RedisServer, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    workers.start("real", extra=("--device", "cpu"))  # the real engine, the packaged lite0 network
+    config = celery_config(tmp_path, broker)
+    config = replace(config, media=MediaConfig(working_side=96))
+    async with bot(config) as (service, heard):
+        job_id = (await service.submit(request("u1", 5))).id
+        await heard.until(lambda: job_id in heard.ended(), timeout=120, what="the dream")
+        job = await service.queue.get(job_id)
+        assert job.state is JobState.DONE, job.error
+        assert any(v.id == job_id and v.has_preview and v.state == "running" for v in heard.views), "a preview"
+        result = json.loads(job.result or "{}")
+        picture = Image.open(io.BytesIO(service.store.get(result["key"])))
+        assert picture.format == "PNG" and max(picture.size) == 96
+        assert "lite0" in result["caption"] and result["settings"]
