@@ -169,14 +169,17 @@ class CeleryWorkers:
             except (RedisError, OSError) as error:
                 self._disconnected(error)
             else:
-                self._expire_leases()
-                for name in self._free_workers():
-                    if self._closing:
-                        break
-                    job = await self.queue.claim()
-                    if job is None:
-                        break
-                    await self._dispatch(job, name)
+                try:
+                    self._expire_leases()
+                    for name in self._free_workers():
+                        if self._closing:
+                            break
+                        job = await self.queue.claim()
+                        if job is None:
+                            break
+                        await self._dispatch(job, name)
+                except Exception:  # a bug must not stop all dreaming: log it and look again shortly
+                    log.exception("the Celery dispatcher hit an error")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout=POLL_SECONDS)
 
@@ -228,7 +231,12 @@ class CeleryWorkers:
         request = DreamRequest.from_json(job.payload)
         image = None
         if request.image_key:
-            data = await asyncio.get_running_loop().run_in_executor(None, self.store.get, request.image_key)
+            try:
+                data = await asyncio.get_running_loop().run_in_executor(None, self.store.get, request.image_key)
+            except OSError:
+                failed = await self.queue.fail(job.id, "The photo for this dream is no longer stored; send it again.")
+                await self.hooks.on_change(failed)
+                return
             if len(data) > self.max_transfer_bytes:
                 failed = await self.queue.fail(
                     job.id,
@@ -312,7 +320,10 @@ class CeleryWorkers:
                 while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        self._event(json.loads(message["data"]))
+                        try:
+                            self._event(json.loads(message["data"]))
+                        except (ValueError, KeyError, TypeError):  # not one of ours: ignored
+                            log.debug("ignored an event on %s", EVENTS, exc_info=True)
             except (RedisError, OSError) as error:
                 self._disconnected(error)
                 await asyncio.sleep(0.5)

@@ -148,3 +148,15 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "dreambot" not in result.stderr, result.stderr  # no warning about our units either
+
+
+def test_the_worker_configuration_loads_with_only_the_broker_set() -> None:
+    from bot.config import load_config
+
+    config = load_config(DEPLOY / "worker.toml", environ={"DREAMBOT_BROKER_URL": "redis://:pw@redis:6379/0"})
+    assert config.worker.backend == "celery"
+    bot = load_config(
+        DEPLOY / "dreambot.compose.toml",
+        environ={"DREAMBOT_BROKER_URL": "redis://:pw@redis:6379/0", "DREAMBOT_WEB_TOKEN": "t" * 32},
+    )
+    assert bot.web.host == "0.0.0.0" and bot.worker.backend == "celery"
