@@ -297,7 +297,8 @@ async def test_two_workers_dream_every_job_once_with_progress_and_status(
 @needs_redis
 @pytest.mark.asyncio
 async def test_fairness_holds_across_two_workers(workers: Workers, broker: RedisServer, tmp_path: Path) -> None:
-    workers.start("w1", "w2", steps=1, step_seconds=0.05)
+    # Dreams of 0.2 s: a later job could only finish before an earlier one if a worker stalled for a whole dream.
+    workers.start("w1", "w2", steps=4, step_seconds=0.05)
     async with bot(celery_config(tmp_path, broker), start=False) as (service, heard):
         # Every job is queued before dreaming starts: 20 people, 10 each, the heaviest user first in line.
         await submit_many(service, users=20, each=10)
