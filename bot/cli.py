@@ -112,9 +112,10 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
     print(f"workers ({data['backend']}):")
     for worker in data["workers"]:
         doing = f"dreaming {worker['current_job']}" if worker["current_job"] else "idle"
+        done = "" if worker["jobs_done"] is None else f", {worker['jobs_done']} done"
         print(
             f"  {worker['name']:<24} {worker['host'] or '':<16} {worker['device'] or '':<8} {worker['state']:<7} "
-            f"{doing}, {worker['jobs_done']} done"
+            f"{doing}{done}"
         )
     if data.get("workers_error"):
         print(f"  {data['workers_error']}")
