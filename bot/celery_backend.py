@@ -255,6 +255,7 @@ class CeleryWorkers:
             image,
             self.config.worker.time_limit_seconds,
             self.config.worker.progress_interval_seconds,
+            self.max_transfer_bytes,
         ]
         try:
             await self.redis.set(dispatch_key(job.id), token, ex=KEY_TTL_SECONDS)

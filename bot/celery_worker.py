@@ -131,7 +131,14 @@ class DreamWorker:
     # -- one dream -------------------------------------------------------------------------------------------------
 
     def dream(
-        self, job_id: str, token: str, payload: str, image: str | None, time_limit: float, progress_interval: float
+        self,
+        job_id: str,
+        token: str,
+        payload: str,
+        image: str | None,
+        time_limit: float,
+        progress_interval: float,
+        max_bytes: int | None = None,
     ) -> str:
         """Dream one dispatch and push its outcome; returns the outcome's kind (or "skipped")."""
         wanted = self.redis.get(dispatch_key(job_id))
@@ -153,6 +160,15 @@ class DreamWorker:
         finally:
             self.current = None
         outcome = _with_seconds(outcome, time.monotonic() - started)
+        if max_bytes is not None and outcome.kind == "done" and len(outcome.data) * 3 // 4 > max_bytes:
+            # Never push a result into Redis that the bot would refuse: say so instead.
+            outcome = Outcome(
+                job_id,
+                token,
+                self.name,
+                "failed",
+                error="The result is larger than worker.max_transfer_mb allows; ask for a smaller picture.",
+            )
         self.jobs_done += 1
         self._deliver(outcome)
         return outcome.kind
@@ -266,9 +282,15 @@ def run_worker(
 
     @app.task(name=TASK_NAME)
     def dream(
-        job_id: str, token: str, payload: str, image: str | None, time_limit: float, progress_interval: float
+        job_id: str,
+        token: str,
+        payload: str,
+        image: str | None,
+        time_limit: float,
+        progress_interval: float,
+        max_bytes: int | None = None,
     ) -> str:
-        return worker.dream(job_id, token, payload, image, time_limit, progress_interval)
+        return worker.dream(job_id, token, payload, image, time_limit, progress_interval, max_bytes)
 
     log.info("worker %s on %s: connecting to %s", name, device, redact(broker_url))
     worker.heartbeat_forever()

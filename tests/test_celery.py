@@ -226,9 +226,9 @@ async def bot(
         await service.close()
 
 
-def request(user: str, seed: int, *, image: bytes | None = CHELSEA) -> DreamRequest:
+def request(user: str, seed: int, *, image: bytes | None = CHELSEA, text: str = "") -> DreamRequest:
     return DreamRequest(
-        parse_command(f"octaves=1 iterations=2 seed={seed}", has_image=True),
+        parse_command(text or f"octaves=1 iterations=2 seed={seed}", has_image=image is not None),
         Requester("web", user, user.upper()),
         Destination("web"),
         image=image,
@@ -239,7 +239,8 @@ async def submit_many(service: DreamService, users: int, each: int) -> list[str]
     ids = []
     for round_ in range(each):
         for user in range(users):
-            view = await service.submit(request(f"p{user}", 1000 * user + round_, image=None))
+            seed = 1000 * user + round_
+            view = await service.submit(request(f"p{user}", seed, image=None, text=f"visualize banana seed={seed}"))
             ids.append(view.id)
     return ids
 
@@ -520,3 +521,22 @@ async def test_a_real_lite0_dream_on_a_worker_sends_previews_and_a_picture(
         picture = Image.open(io.BytesIO(service.store.get(result["key"])))
         assert picture.format == "PNG" and max(picture.size) == 96
         assert "lite0" in result["caption"] and result["settings"]
+
+
+@needs_redis
+@pytest.mark.asyncio
+async def test_photos_and_results_over_the_transfer_cap_fail_with_a_sentence(
+    workers: Workers, broker: RedisServer, tmp_path: Path
+) -> None:
+    workers.start("w1", steps=1, step_seconds=0.01)
+    config = celery_config(tmp_path, broker, max_transfer_mb=0.00005)  # 52 bytes
+    async with bot(config) as (service, heard):
+        photo = (await service.submit(request("u1", 1))).id
+        drawing = (await service.submit(request("u2", 2, image=None, text="visualize banana seed=2"))).id
+        await heard.until(lambda: {photo, drawing} <= set(heard.ended()), what="both refused")
+        photo_job, drawing_job = await service.queue.get(photo), await service.queue.get(drawing)
+        assert photo_job.state is JobState.FAILED and "too large to send" in (photo_job.error or "")
+        assert drawing_job.state is JobState.FAILED
+        assert "larger than worker.max_transfer_mb" in (drawing_job.error or "")
+        with contextlib.closing(broker.client()) as client:
+            assert client.llen(RESULTS) == 0
