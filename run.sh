@@ -10,6 +10,6 @@ if [ $# -eq 0 ]; then
   exec .venv/bin/dreambot serve
 fi
 case "$1" in
-  serve | status | cancel | init | --config) exec .venv/bin/dreambot "$@" ;;
+  serve | status | cancel | init | worker | --config) exec .venv/bin/dreambot "$@" ;;
   *) exec .venv/bin/dreamcore "$@" ;;
 esac

@@ -92,6 +92,7 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
                 "schedule_problems": _schedule_problems(config),
                 "adapters": _adapter_states(config),
                 "networks": _networks_status(config),
+                **_workers(config, [row["id"] for row in rows if row["state"] == "running"]),
             }
         finally:
             await queue.close()
@@ -113,6 +114,16 @@ def command_status(args: argparse.Namespace, config: Config) -> int:
         print("  nothing queued or running")
     for problem in data["schedule_problems"]:
         print(f"⚠️  {problem}")
+    print(f"workers ({data['backend']}):")
+    for worker in data["workers"]:
+        doing = f"dreaming {worker['current_job']}" if worker["current_job"] else "idle"
+        done = "" if worker["jobs_done"] is None else f", {worker['jobs_done']} done"
+        print(
+            f"  {worker['name']:<24} {worker['host'] or '':<16} {worker['device'] or '':<8} {worker['state']:<7} "
+            f"{doing}{done}"
+        )
+    if data.get("workers_error"):
+        print(f"  {data['workers_error']}")
     x = data["x"]
     if x is not None:
         paused = " (budget spent: reading and answering wait for the next day or month)" if x["exhausted"] else ""
@@ -262,6 +273,54 @@ def _print_run(run: object, posts: list) -> None:
         print(f"  {post.destination:<9} {post.state}{' (' + post.error + ')' if post.error else ''}")
 
 
+def _workers(config: Config, running: list[str]) -> dict:
+    """The `workers` of `dreambot status`: the bot's own worker, or the Celery workers' heartbeats in Redis."""
+    if config.worker.backend != "celery":
+        import socket
+
+        # The local worker lives in the `serve` process; what it dreams is what the database says runs.
+        local = {"name": "local", "host": socket.gethostname(), "pid": None, "device": config.worker.device}
+        local |= {"state": "ready", "current_job": running[0] if running else None, "jobs_done": None}
+        local |= {"last_heartbeat": None}
+        return {"backend": "local", "workers": [local]}
+    from bot.celery_protocol import read_workers, redact
+
+    try:
+        return {"backend": "celery", "workers": read_workers(config.secrets.broker_url)}
+    except Exception as error:
+        where = redact(config.secrets.broker_url)
+        return {
+            "backend": "celery",
+            "workers": [],
+            "workers_error": f"Could not reach Redis at {where} ({type(error).__name__}); is it running?",
+        }
+
+
+def command_worker(args: argparse.Namespace, config: Config) -> int:
+    from bot.celery_worker import default_name, run_worker
+    from bot.engine import DreamcoreEngine, NullEngine
+
+    if not config.secrets.broker_url:
+        raise ConfigError(
+            "`dreambot worker` needs DREAMBOT_BROKER_URL in the environment, the bot's Redis, for example "
+            "redis://:password@redis-host:6379/0."
+        )
+    device = args.device or config.worker.device
+    if args.engine == "null":
+        engine = NullEngine(steps=args.null_steps, step_seconds=args.null_step_seconds)
+    else:
+        engine = DreamcoreEngine(device)
+    run_worker(
+        config.secrets.broker_url,
+        engine,
+        name=args.name or default_name(device),
+        device=device,
+        heartbeat_seconds=args.heartbeat_seconds,
+        log_level=config.log_level,
+    )
+    return 0
+
+
 def command_cancel(args: argparse.Namespace, config: Config) -> int:
     async def cancel() -> str:
         queue = await _open_queue(config)
@@ -307,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--out", type=Path, help="preview: where to write the picture")
     schedule.add_argument("--timeout", type=float, default=1800.0, help=argparse.SUPPRESS)
     schedule.set_defaults(run=command_schedule)
+    worker = commands.add_parser("worker", help="dream for a bot elsewhere: a Celery worker on one device")
+    worker.add_argument("--device", help="cpu, cuda, cuda:1, mps (overrides worker.device)")
+    worker.add_argument("--name", help="this worker's name (default: host-device); one name per device")
+    worker.add_argument("--heartbeat-seconds", type=float, default=5.0, help="how often it tells the bot it lives")
+    worker.add_argument("--engine", choices=["dreamcore", "null"], default="dreamcore", help=argparse.SUPPRESS)
+    worker.add_argument("--null-steps", type=int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--null-step-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    worker.set_defaults(run=command_worker)
     init = commands.add_parser("init", help="write a commented example configuration")
     init.add_argument("path", nargs="?", type=Path, default=Path("dreambot.toml"))
     init.add_argument("--force", action="store_true")

@@ -44,6 +44,11 @@ class WorkerConfig:
     # Whether this machine can download network weights (googlenet, vgg16, inception_v3) on first use.
     # Off: only networks whose weights are already here are offered (bot/networks.py).
     download_weights: bool = False
+    # Scale-out: "local" dreams in the bot's own process; "celery" hands jobs to `dreambot worker` processes on
+    # other machines through Redis (DREAMBOT_BROKER_URL). The bot keeps the queue, its fairness and the leases.
+    backend: str = "local"
+    lease_seconds: float = 60.0  # a dispatched dream with no word from its worker for this long is given to another
+    max_transfer_mb: float = 32.0  # photos and results travel through Redis up to this size
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,7 @@ class Secrets:
     x: XKeys = field(default_factory=XKeys)  # X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET
     mastodon: MastodonKeys = field(default_factory=MastodonKeys)  # MASTODON_BASE_URL, MASTODON_ACCESS_TOKEN
     bluesky: BlueskyKeys = field(default_factory=BlueskyKeys)  # BLUESKY_HANDLE, BLUESKY_APP_PASSWORD
+    broker_url: str = ""  # DREAMBOT_BROKER_URL: Redis for worker.backend = "celery"; may hold a password
 
     def __repr__(self) -> str:  # never print a secret, even by accident
         return f"Secrets(web_token={'set' if self.web_token else 'unset'}, discord_token=..., x=...)"
@@ -286,6 +292,14 @@ class Config:
         _require(64 <= self.media.working_side <= 8192, "media.working_side must be between 64 and 8192.")
         _require(self.media.max_upload_mb > 0, "media.max_upload_mb must be above 0.")
         _require(self.worker.time_limit_seconds > 0, "worker.time_limit_seconds must be above 0.")
+        _require(self.worker.backend in ("local", "celery"), 'worker.backend must be "local" or "celery".')
+        _require(self.worker.lease_seconds >= 1, "worker.lease_seconds must be at least 1.")
+        _require(self.worker.max_transfer_mb > 0, "worker.max_transfer_mb must be above 0.")
+        _require(
+            self.worker.backend != "celery" or bool(self.secrets.broker_url),
+            'worker.backend is "celery" but DREAMBOT_BROKER_URL is not set; set it in the environment to your '
+            "Redis, for example redis://:password@redis-host:6379/0.",
+        )
         _require(self.x.poll_interval_seconds >= 10, "x.poll_interval_seconds must be at least 10.")
         _require(self.x.daily_budget_dollars > 0, "x.daily_budget_dollars must be above 0.")
         _require(self.x.monthly_budget_dollars > 0, "x.monthly_budget_dollars must be above 0.")
@@ -354,6 +368,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         x=XKeys.from_environ(environ),
         mastodon=MastodonKeys.from_environ(environ),
         bluesky=BlueskyKeys.from_environ(environ),
+        broker_url=environ.get("DREAMBOT_BROKER_URL", ""),
     )
     config = replace(config, secrets=secrets, source=str(chosen) if chosen else "defaults")
     if chosen is not None and not config.data_dir.is_absolute():
@@ -362,7 +377,7 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
     return config
 
 
-SECRET_KEYS = ("web_token", "discord_token", "token", "password", "secret")
+SECRET_KEYS = ("web_token", "discord_token", "token", "password", "secret", "broker_url")
 
 
 def _refuse_secrets(data: dict[str, Any], source: Path | None) -> None:
@@ -449,6 +464,7 @@ EXAMPLE = """\
 #   X_API_KEY, X_API_SECRET, X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET   all four turn on X; X_BEARER_TOKEN optional
 #   MASTODON_BASE_URL, MASTODON_ACCESS_TOKEN   both turn on Mastodon
 #   BLUESKY_HANDLE, BLUESKY_APP_PASSWORD       both turn on Bluesky; BLUESKY_SERVICE_URL optional
+#   DREAMBOT_BROKER_URL  Redis for worker.backend = "celery", e.g. redis://:password@redis-host:6379/0
 
 # Where the queue (SQLite), results and uploads are kept; relative to this file.
 data_dir = "data"
@@ -482,6 +498,13 @@ progress_interval_seconds = 1.0
 # true if this machine can reach download.pytorch.org: googlenet, vgg16 and inception_v3 are then offered and
 # downloaded on first use. false: only networks already installed are offered (`dreambot status` lists the rest).
 download_weights = false
+# "local": dream in this process. "celery": hand dreams to `dreambot worker` processes (one per GPU, on any
+# machine) through Redis at $DREAMBOT_BROKER_URL; the queue and its fairness stay here.
+backend = "local"
+# A dispatched dream whose worker says nothing for this long is given to another worker.
+lease_seconds = 60
+# Photos and results travel through Redis up to this size.
+max_transfer_mb = 32
 
 [media]
 # Uploads larger than this are refused before decoding.

@@ -6,6 +6,7 @@ step; the worker decides how often to pass it on (and only then turns ``step_ima
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -177,9 +178,10 @@ def _still(image: Image.Image, metadata: dict[str, Any], caption: str) -> Render
 class NullEngine:
     """Answers at once with a tiny picture: measures the service's own overhead, and drives fast tests."""
 
-    def __init__(self, steps: int = 0, fail_on: str | None = None) -> None:
+    def __init__(self, steps: int = 0, fail_on: str | None = None, step_seconds: float = 0.0) -> None:
         self.steps = steps
         self.fail_on = fail_on  # a subject that makes it raise, for tests of the error path
+        self.step_seconds = step_seconds  # a pause per step: a dream that lasts, for fault tests
 
     def warm_up(self) -> None:
         pass
@@ -188,6 +190,8 @@ class NullEngine:
         for step in range(self.steps):
             if should_stop():
                 raise Cancelled()
+            if self.step_seconds:
+                time.sleep(self.step_seconds)
             report((step + 1) / self.steps, f"step {step + 1}/{self.steps}", None)
         if self.fail_on and command.subject == self.fail_on:
             raise RuntimeError("the null engine was told to fail")

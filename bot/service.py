@@ -84,6 +84,11 @@ class DreamService:
             time_limit=config.worker.time_limit_seconds,
             progress_interval=config.worker.progress_interval_seconds,
         )
+        if config.worker.backend == "celery":  # dreams go to `dreambot worker` processes; the queue stays here
+            from bot.celery_backend import CeleryWorkers
+
+            hooks = WorkerHooks(on_change=self._changed, on_progress=self._progressed)
+            self.worker = CeleryWorkers(queue, store, hooks, config)  # type: ignore[assignment]
         self.previews: dict[str, bytes] = {}  # job id -> latest preview, while it runs
         self._subscribers: dict[str, set[asyncio.Queue[JobView]]] = {}
         self._listeners: list[ListenerInbox] = []
@@ -115,7 +120,8 @@ class DreamService:
         )
         queue = await JobQueue.open(config.database_path, limits)
         service = cls(config, queue, FileStore(config.files_dir), engine or DreamcoreEngine(config.worker.device))
-        service.recovered = await queue.recover()
+        if config.worker.backend == "local":  # Celery workers may still be dreaming what is running: not recovered
+            service.recovered = await queue.recover()
         for job in service.recovered:
             log.info("recovered job %s (%s) after a restart", job.id, job.state.value)
         return service
@@ -399,6 +405,8 @@ class DreamService:
             "average_dream_seconds": round(self.worker_average(), 1),
             "loop_lag_p99_ms": round(self.loop_lag.percentile(99) * 1000, 1),
             "uptime_seconds": round(time.time() - self.started_at),
+            "backend": self.config.worker.backend,
+            "workers": self.worker.describe(),
             **{platform: report() for platform, report in self.platform_status.items()},
         }
 

@@ -13,6 +13,8 @@ import contextlib
 import io
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -80,6 +82,21 @@ class Worker:
         self.tasks = TaskSet()
         self.dream_seconds: list[float] = []  # of finished dreams, for the metrics page
         self._closing = False
+
+    def describe(self) -> list[dict[str, Any]]:
+        """This in-process worker, in the shape `dreambot status` shows Celery workers."""
+        return [
+            {
+                "name": "local",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "device": getattr(self.engine, "device", "cpu"),
+                "state": "ready",
+                "current_job": self.current.id if self.current else None,
+                "jobs_done": len(self.dream_seconds),
+                "last_heartbeat": time.time(),
+            }
+        ]
 
     def notify(self) -> None:
         """A job was queued: look now rather than at the next poll."""

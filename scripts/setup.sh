@@ -43,3 +43,13 @@ if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
     echo "The browser tests need Chromium at /usr/bin/chromium: sudo apt-get install chromium" >&2
   fi
 fi
+
+# The scale-out tests (tests/test_celery*.py) start a private Redis of their own: Debian's redis-server.
+if [ "${1:-}" = "--test" ] && ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "Installing redis-server for the scale-out tests..." >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "The scale-out tests need redis-server: sudo apt-get install redis-server" >&2
+  fi
+fi

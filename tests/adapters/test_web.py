@@ -416,8 +416,14 @@ async def test_metrics_are_prometheus_text(app: tuple[TestClient, DreamService])
         "dreambot_jobs": "gauge",
         "dreambot_dream_seconds": "summary",
         "dreambot_event_loop_lag_seconds": "summary",
+        "dreambot_workers": "gauge",
+        "dreambot_workers_busy": "gauge",
+        "dreambot_backend_queue_depth": "gauge",
+        "dreambot_dispatched": "gauge",
     }
     values = {(name, tuple(sorted(labels.items()))): value for name, labels, value in samples}
+    assert values[("dreambot_workers", (("backend", "local"), ("state", "ready")))] == 1  # the in-process worker
+    assert values[("dreambot_backend_queue_depth", (("backend", "local"),))] == 0
     assert values[("dreambot_queue_depth", ())] == 0
     assert {labels["state"] for name, labels, _ in samples if name == "dreambot_jobs"} == {s.value for s in JobState}
     assert values[("dreambot_jobs", (("state", "done"),))] == 1

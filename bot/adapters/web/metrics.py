@@ -71,6 +71,7 @@ async def service_metrics(service: DreamService) -> list[Metric]:
         remaining.add(numbers["remaining_this_month"], platform=platform, period="month")
         exhausted.add(int(bool(numbers["exhausted"])), platform=platform)
     return [
+        *_backend_metrics(service, counts.get(JobState.QUEUED, 0)),
         *([spend, remaining, exhausted] if spend.samples else []),
         Metric("dreambot_queue_depth", "gauge", "Dreams waiting to start.").add(counts.get(JobState.QUEUED, 0)),
         jobs,
@@ -112,3 +113,27 @@ def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
+
+
+def _backend_metrics(service: DreamService, queued: int) -> list[Metric]:
+    """Workers by state and the queue per backend: the numbers to watch when dreams run on many machines."""
+    backend = service.config.worker.backend
+    states: dict[str, int] = {}
+    busy = 0
+    for worker in service.worker.describe():
+        states[worker["state"]] = states.get(worker["state"], 0) + 1
+        busy += bool(worker["current_job"])
+    workers = Metric("dreambot_workers", "gauge", "Dreaming workers heard from, by state (ready, broken, lost).")
+    for state, count in sorted(states.items()):
+        workers.add(count, backend=backend, state=state)
+    dispatched = len(getattr(service.worker, "dispatches", {})) if backend == "celery" else busy
+    return [
+        workers,
+        Metric("dreambot_workers_busy", "gauge", "Workers dreaming now.").add(busy, backend=backend),
+        Metric("dreambot_backend_queue_depth", "gauge", "Dreams waiting for a free worker, per backend.").add(
+            queued, backend=backend
+        ),
+        Metric("dreambot_dispatched", "gauge", "Dreams handed to a worker and not yet finished, per backend.").add(
+            dispatched, backend=backend
+        ),
+    ]
