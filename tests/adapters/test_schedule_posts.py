@@ -1,8 +1,8 @@
 """The dream of the day end to end: the real scheduler (frozen time), the real Discord and X adapters against the
 fake Discord and the fake X, and the web page's gallery, all wired by ``bot.app.start_schedules``.
 
-Mastodon and Bluesky plug in the same way (``post_to_own_account`` under their platform name); they are not on
-this branch yet.
+Mastodon and Bluesky plug in the same way (``post_to_own_account`` under their platform name):
+test_schedule_social.py posts through them against their fakes.
 """
 
 from __future__ import annotations
