@@ -58,6 +58,8 @@ CONTENDERS = {
     "fast": "the engine: dreamcore's TiledGradient as the command line and the bot run it",
     "fast-unrewritten": "the engine without the classic networks' rewrites (DREAMCORE_CLASSIC_REWRITES=0)",
     "fast-fp32": "the engine forced to fp32 (shown where the engine picks a reduced precision)",
+    "fast-nchw": "the engine with the network and its tiles left in NCHW instead of channels-last",
+    "fast-tileN": "the engine with N px tiles (fast-tile768, fast-tile1024, ...) instead of the device's default",
 }
 CONTENDER_ENV = {"fast-unrewritten": {"DREAMCORE_CLASSIC_REWRITES": "0"}}
 
@@ -114,23 +116,30 @@ def conv_rate(dtype: torch.dtype = torch.float32, repeats: int = 12) -> float:
         torch.set_num_threads(threads)
 
 
-def work_per_dream(network, layer: str, height: int, width: int, tile_size: int) -> float:
-    """FLOPs of one dream: the forward pass to ``layer`` and the input gradient, over every octave's tiles."""
-    per_shape: dict[tuple[int, int], float] = {}
+def gradient_work(network, layer: str, shape: tuple[int, int], tile_size: int, cache: dict | None = None) -> float:
+    """FLOPs of one gradient of an image of ``shape``: the forward pass to ``layer`` and the input gradient,
+    tile by tile as the engine cuts it."""
+    cache = {} if cache is None else cache
     total = 0.0
-    for shape in octave_shapes(height, width, OCTAVES, OCTAVE_SCALE):
-        rows, columns = tile_grid(*shape, tile_size)
-        for y0, y1 in rows:
-            for x0, x1 in columns:
-                tile = (y1 - y0, x1 - x0)
-                if tile not in per_shape:
-                    pixels = torch.rand(1, 3, *tile, requires_grad=True)
-                    with FlopCounterMode(display=False) as counter:
-                        found = network.activations(pixels, [layer])
-                        torch.autograd.grad(found[layer].square().mean(), pixels)
-                    per_shape[tile] = counter.get_total_flops()
-                total += per_shape[tile] * ITERATIONS
+    rows, columns = tile_grid(*shape, tile_size)
+    for y0, y1 in rows:
+        for x0, x1 in columns:
+            tile = (y1 - y0, x1 - x0)
+            if tile not in cache:
+                pixels = torch.rand(1, 3, *tile, requires_grad=True)
+                with FlopCounterMode(display=False) as counter:
+                    found = network.activations(pixels, [layer])
+                    torch.autograd.grad(found[layer].square().mean(), pixels)
+                cache[tile] = counter.get_total_flops()
+            total += cache[tile]
     return total
+
+
+def work_per_dream(network, layer: str, height: int, width: int, tile_size: int) -> float:
+    """FLOPs of one dream: every iteration's gradient at every octave."""
+    cache: dict = {}
+    shapes = octave_shapes(height, width, OCTAVES, OCTAVE_SCALE)
+    return sum(gradient_work(network, layer, shape, tile_size, cache) * ITERATIONS for shape in shapes)
 
 
 def contender_child(name: str, network_name: str, layer: str, device: str, output: Path) -> None:
@@ -142,7 +151,12 @@ def contender_child(name: str, network_name: str, layer: str, device: str, outpu
         gradient = reference_gradient(network, objective)
         how = "PyTorch operators (plain code), fp32"
     else:
-        gradient = TiledGradient(network, objective, precision="fp32" if name == "fast-fp32" else "auto")
+        tile_size = int(name.removeprefix("fast-tile")) if name.startswith("fast-tile") else None
+        precision = "fp32" if name == "fast-fp32" else "auto"
+        gradient = TiledGradient(network, objective, tile_size=tile_size, precision=precision)
+        if name == "fast-nchw":
+            gradient.channels_last = False
+            network.module.to(memory_format=torch.contiguous_format)
         how = f"{gradient.kernel_path.describe()}, {gradient.dtype or 'fp32'}, tiles of {gradient.tile_size} px"
     for line in sys.stdin:
         image = photo(line.strip()).to(device)
@@ -217,7 +231,8 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
     print(
         f"CPU {cpu_model() or 'unknown'}; PyTorch runs {torch.backends.cpu.get_cpu_capability()} code; "
         f"oneDNN {onednn.group(1) if onednn else 'unknown'}; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, device {device}"
+        f"{torch.get_num_threads()} threads, device {device}; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
     )
     width, height = (int(v) for v in args.size.split("x"))
     network = load_network(args.network, "cpu")  # unprepared: the work is the plain network's
@@ -244,7 +259,7 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
         names.remove("fast-fp32")  # the same as "fast"
     print("each in a process of its own, taking turns:")
     for name in names:
-        print(f"  {name:>16}: {CONTENDERS[name]}")
+        print(f"  {name:>16}: {CONTENDERS[re.sub(r'tile[0-9]+$', 'tileN', name)]}")
     processes = {
         name: ContenderProcess(name, args.network, layer, args.device, scratch / f"{name}.pt") for name in names
     }
@@ -278,7 +293,10 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
     if "fast" in times and "fast-unrewritten" in times:
         ratios = [a / b for a, b in zip(times["fast-unrewritten"], times["fast"], strict=True)]
         print(f"the rewrites' speed-up (fast-unrewritten / fast, same-round median): {statistics.median(ratios):.3f}x")
-    print(f"the conv rate again, after the dreams: {conv_rate():.0f} GFLOP/s fp32 (the machine's noise)")
+    print(
+        f"the conv rate again, after the dreams: {conv_rate():.0f} GFLOP/s fp32 (the machine's noise); "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":
