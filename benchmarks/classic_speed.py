@@ -14,7 +14,9 @@ the forward pass and the input gradient, counted with FlopCounterMode over every
 the machine's dense 3x3 convolution rate measured in this run, the limit (work / rate), and for
 each contender (each in a process of its own, taking turns) the seconds, the fraction of the limit,
 the median of same-round speed-ups over the plain reference, SSIM at 1/4 size against the fp32
-reference, and peak RSS. These machines are noisy: compare only figures from one run.
+reference, and peak RSS. These machines are shared and noisy: compare only figures from one run. Seconds
+are given both on the wall clock and in the contender's CPU time, against limits measured the same
+two ways (the CPU-time figures move less when other people's processes take the cores).
 """
 
 from __future__ import annotations
@@ -93,25 +95,31 @@ def random_checkpoint(arch: str, path: Path, seed: int = 0) -> None:
     torch.save(module.state_dict(), path)
 
 
-def conv_rate(dtype: torch.dtype = torch.float32, repeats: int = 12) -> float:
-    """This machine's dense 3x3 convolution rate in GFLOP/s: 256 channels, 96x128, the best layout, 2 threads."""
+def conv_rate(dtype: torch.dtype = torch.float32, repeats: int = 12) -> tuple[float, float]:
+    """This machine's dense 3x3 convolution rate in GFLOP/s: 256 channels, 96x128, the best layout, 2 threads.
+
+    Twice: per second of wall-clock time, and per second of this process's CPU time (the rate the
+    cores give while we hold them; on a shared machine the other processes' load changes the first).
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         x, w = torch.randn(1, 256, 96, 128, dtype=dtype), (torch.randn(256, 256, 3, 3) * 0.02).to(dtype)
         flops = 2 * 256 * 256 * 9 * 96 * 128
-        best = 0.0
+        best_wall = best_cpu = 0.0
         for layout in (torch.contiguous_format, torch.channels_last):
             xx, ww = x.contiguous(memory_format=layout), w.contiguous(memory_format=layout)
             for _ in range(3):
                 F.conv2d(xx, ww, padding=1)
-            times = []
+            walls, cpus = [], []
             for _ in range(repeats):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 F.conv2d(xx, ww, padding=1)
-                times.append(time.perf_counter() - started)
-            best = max(best, flops / statistics.median(times) / 1e9)
-        return best
+                walls.append(time.perf_counter() - started)
+                cpus.append(time.process_time() - cpu_started)
+            best_wall = max(best_wall, flops / statistics.median(walls) / 1e9)
+            best_cpu = max(best_cpu, flops / statistics.median(cpus) / 1e9)
+        return best_wall, best_cpu
     finally:
         torch.set_num_threads(threads)
 
@@ -160,16 +168,17 @@ def contender_child(name: str, network_name: str, layer: str, device: str, outpu
         how = f"{gradient.kernel_path.describe()}, {gradient.dtype or 'fp32'}, tiles of {gradient.tile_size} px"
     for line in sys.stdin:
         image = photo(line.strip()).to(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         out = deep_dream(
             image, gradient, octaves=OCTAVES, octave_scale=OCTAVE_SCALE, iterations=ITERATIONS,
             step=STEP, jitter=JITTER, seed=SEED,
         )  # fmt: skip
         if out.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         torch.save(out.cpu(), output)
-        print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "how": how}), flush=True)
+        answer = {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb(), "how": how}
+        print(json.dumps(answer), flush=True)
 
 
 class ContenderProcess:
@@ -184,7 +193,7 @@ class ContenderProcess:
             env={**os.environ, **CONTENDER_ENV.get(name, {})},
         )
 
-    def dream(self, size: str) -> tuple[float, torch.Tensor]:
+    def dream(self, size: str) -> tuple[float, float, torch.Tensor]:
         self.process.stdin.write(size + "\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline()
@@ -192,7 +201,7 @@ class ContenderProcess:
             raise SystemExit("A contender's process ended early; see its error above.")
         answer = json.loads(answer)
         self.peak_rss_mb, self.how = answer["peak_rss_mb"], answer["how"]
-        return answer["seconds"], torch.load(self.output)
+        return answer["seconds"], answer["cpu_seconds"], torch.load(self.output)
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -238,20 +247,24 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
     network = load_network(args.network, "cpu")  # unprepared: the work is the plain network's
     tile_size = default_tile_size(device)
     work = work_per_dream(network, layer, height, width, tile_size)
-    fp32_rate = conv_rate()
     engine_dtype = autocast_dtype(device, "auto")
     print(
         f"{args.network} -> {network.catalog.resolve(layer).name}, {args.size}, {OCTAVES} octaves x {OCTAVE_SCALE} x "
         f"{ITERATIONS} iterations; work per dream {work / 1e9:,.0f} GFLOP (forward + input gradient, "
         f"{tile_size} px tiles); the engine runs {engine_dtype or 'fp32'} here"
     )
-    limit = work / (fp32_rate * 1e9)
-    print(f"dense 3x3 conv rate (256 ch, 96x128, 2 threads, fp32): {fp32_rate:.0f} GFLOP/s -> limit {limit:.1f} s")
+    # Limits in wall-clock seconds (at the rate measured now) and in CPU seconds of this process.
+    wall_rate, cpu_rate = conv_rate()
+    limit, cpu_limit = work / (wall_rate * 1e9), work / (cpu_rate * 1e9)
+    print(
+        f"dense 3x3 conv rate (256 ch, 96x128, 2 threads, fp32): {wall_rate:.0f} GFLOP/s -> limit {limit:.1f} s; "
+        f"{cpu_rate:.0f} GFLOP per CPU second -> limit {cpu_limit:.1f} CPU s"
+    )
     if engine_dtype is not None and device.type == "cpu":
-        reduced_rate = conv_rate(engine_dtype)
+        reduced_wall, reduced_cpu = conv_rate(engine_dtype)
         print(
-            f"  the same convolution in {str(engine_dtype).removeprefix('torch.')}: {reduced_rate:.0f} GFLOP/s "
-            f"-> limit {work / (reduced_rate * 1e9):.1f} s at that precision"
+            f"  the same convolution in {str(engine_dtype).removeprefix('torch.')}: {reduced_wall:.0f} GFLOP/s "
+            f"-> limit {work / (reduced_wall * 1e9):.1f} s, {work / (reduced_cpu * 1e9):.1f} CPU s at that precision"
         )
 
     names = [name for name in args.contenders.split(",") if name]
@@ -268,34 +281,52 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
     for name, process in processes.items():
         print(f"  {name:>16}: {process.how}")
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     outputs: dict[str, torch.Tensor] = {}
     for round_number in range(args.rounds):
         for name in names if round_number % 2 == 0 else names[::-1]:
-            seconds, outputs[name] = processes[name].dream(args.size)
+            seconds, cpu_seconds, outputs[name] = processes[name].dream(args.size)
             times[name].append(seconds)
-        print(f"  round {round_number + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
+            cpu_times[name].append(cpu_seconds)
+        print(
+            f"  round {round_number + 1}: "
+            + ", ".join(f"{n} {times[n][-1]:.2f} s ({cpu_times[n][-1]:.1f} CPU s)" for n in names),
+            flush=True,
+        )
     for process in processes.values():
         process.close()
 
     def quarter(image: torch.Tensor) -> torch.Tensor:
         return F.interpolate(image.float(), scale_factor=0.25, mode="area")
 
-    print(f"{'':>18}{'median s':>10}{'x limit':>9}{'speed-up over reference':>36}{'SSIM 1/4':>10}{'peak RSS':>10}")
+    def same_round(slow: list[float], fast: list[float]) -> str:
+        ratios = [a / b for a, b in zip(slow, fast, strict=True)]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    print(
+        f"{'':>18}{'wall s':>8}{'x limit':>8}{'CPU s':>8}{'x limit':>8}"
+        f"{'over reference: wall':>24}{'CPU':>16}{'SSIM 1/4':>10}{'peak RSS':>10}"
+    )
     for name in names:
-        median = statistics.median(times[name])
-        ratios = [a / b for a, b in zip(times["reference"], times[name], strict=True)] if "reference" in times else []
-        speed_up = f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}, max {max(ratios):.2f})" if ratios else "-"
+        wall, cpu = statistics.median(times[name]), statistics.median(cpu_times[name])
+        has_reference = "reference" in times
+        speed_up = same_round(times["reference"], times[name]) if has_reference else "-"
+        cpu_speed_up = same_round(cpu_times["reference"], cpu_times[name]) if has_reference else "-"
         similar = ssim(quarter(outputs[name]), quarter(outputs["reference"])) if "reference" in outputs else 1.0
         print(
-            f"  {name:>16}{median:>10.2f}{median / limit:>9.2f}{speed_up:>36}{similar:>10.3f}"
-            f"{processes[name].peak_rss_mb:>7.0f} MB"
+            f"  {name:>16}{wall:>8.1f}{wall / limit:>8.2f}{cpu:>8.1f}{cpu / cpu_limit:>8.2f}"
+            f"{speed_up:>24}{cpu_speed_up:>16}{similar:>10.3f}{processes[name].peak_rss_mb:>7.0f} MB"
         )
     if "fast" in times and "fast-unrewritten" in times:
-        ratios = [a / b for a, b in zip(times["fast-unrewritten"], times["fast"], strict=True)]
-        print(f"the rewrites' speed-up (fast-unrewritten / fast, same-round median): {statistics.median(ratios):.3f}x")
+        print(
+            "the rewrites' speed-up (fast-unrewritten / fast, same-round median): "
+            f"wall {same_round(times['fast-unrewritten'], times['fast'])}, "
+            f"CPU {same_round(cpu_times['fast-unrewritten'], cpu_times['fast'])}"
+        )
+    wall_rate, cpu_rate = conv_rate()
     print(
-        f"the conv rate again, after the dreams: {conv_rate():.0f} GFLOP/s fp32 (the machine's noise); "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"the conv rate again, after the dreams: {wall_rate:.0f} GFLOP/s, {cpu_rate:.0f} per CPU second "
+        f"(the machine's noise); load average {os.getloadavg()[0]:.1f}"
     )
 
 
