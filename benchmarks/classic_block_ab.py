@@ -28,7 +28,8 @@ def block_network() -> Network:
     for child in block.modules():
         if isinstance(child, nn.BatchNorm2d):
             child.running_var.uniform_(0.5, 2.0)
-    network = Network("block", nn.Sequential(block), [Stage(LayerInfo("block", 512, 1), block)], [], (0.0,) * 3, (1.0,) * 3, 16)
+    stages = [Stage(LayerInfo("block", 512, 1), block)]
+    network = Network("block", nn.Sequential(block), stages, [], (0.0,) * 3, (1.0,) * 3, 16)
     fold_batch_norms(network.module)
     return network
 

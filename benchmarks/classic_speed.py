@@ -214,7 +214,9 @@ def main() -> None:
     parser.add_argument("--layer", help="default: inception_4c, conv4_3, mixed_6a, or lite0's default preset layer")
     parser.add_argument("--size", default="1024x768")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup-size", help="size of the untimed first dream (default: --size)")
+    parser.add_argument(
+        "--warmup-size", help="size of the untimed first dream (default: --size); its smallest octave must fit"
+    )
     parser.add_argument("--contenders", default="reference,fast,fast-unrewritten,fast-fp32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--contender-child", nargs=2, metavar=("NAME", "OUTPUT"), help=argparse.SUPPRESS)
