@@ -53,11 +53,11 @@ def main() -> None:
         with profile() as profiler:
             gradient(image)
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
-    fp32 = conv_rate()
+    fp32, _ = conv_rate()
     print(f"{args.network} -> {layer}, {args.size}, {gradient.dtype or 'fp32'}: one gradient {seconds:.2f} s")
     print(f"  work {work / 1e9:.1f} GFLOP; conv rate fp32 {fp32:.0f} GFLOP/s -> limit {work / fp32 / 1e9:.2f} s")
     if gradient.dtype is not None:
-        rate = conv_rate(gradient.dtype)
+        rate, _ = conv_rate(gradient.dtype)
         print(f"  conv rate {gradient.dtype}: {rate:.0f} GFLOP/s -> limit {work / rate / 1e9:.2f} s at that precision")
 
 
