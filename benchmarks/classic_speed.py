@@ -22,6 +22,7 @@ two ways (the CPU-time figures move less when other people's processes take the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -47,6 +48,7 @@ from dreamcore.devices import autocast_dtype, cpu_model, default_tile_size
 from dreamcore.gradients import TiledGradient, tile_grid
 from dreamcore.images import to_tensor
 from dreamcore.networks import ARCHITECTURES, import_weights, load_network
+from dreamcore.networks.base import Stage
 from dreamcore.objectives import parse
 from dreamcore.render import deep_dream, octave_shapes
 from dreamcore.settings import get_preset, preset_objective
@@ -156,7 +158,10 @@ def contender_child(name: str, network_name: str, layer: str, device: str, outpu
     network = load_network(network_name, device)
     objective = parse(layer, network.catalog)
     if name == "reference":
-        gradient = reference_gradient(network, objective)
+        # The reference hooks each stage's module; VGG's stages are slices of ``features`` that its
+        # forward never calls, so it hooks the slice's last module (the ReLU) instead.
+        hooked = [Stage(s.info, s.run[-1] if isinstance(s.run, nn.Sequential) else s.run) for s in network.stages]
+        gradient = reference_gradient(dataclasses.replace(network, stages=hooked), objective)
         how = "PyTorch operators (plain code), fp32"
     else:
         tile_size = int(name.removeprefix("fast-tile")) if name.startswith("fast-tile") else None
