@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dreamcore.classic_rewrites import stack_inception_pointwise
 from dreamcore.devices import (
     autocast_dtype,
     default_tile_size,
@@ -134,8 +135,10 @@ def prepare_for_speed(network: Network) -> Network:
     """Rewrite a network for dreaming, once per network (in place); each rewrite is exact.
 
     Batch norms are folded into convolutions (a pass over every activation saved, forward and
-    backward). On CPUs the network goes channels-last, EfficientNet-Lite's expansion and depthwise steps run as one
-    native pass each (:mod:`dreamcore.native`; exact up to float rounding), its other strided
+    backward), and the Inception blocks' 1x1 convolutions on one input run as one
+    (:mod:`dreamcore.classic_rewrites`). On CPUs the network goes channels-last,
+    EfficientNet-Lite's expansion and depthwise steps run as one native pass each
+    (:mod:`dreamcore.native`; exact up to float rounding), its other strided
     convolutions become :class:`StridedConv2d`, and the allocator keeps tile buffers
     (:func:`keep_tile_buffers_in_heap`).
     """
@@ -143,6 +146,7 @@ def prepare_for_speed(network: Network) -> Network:
         if getattr(network, "prepared_for_speed", False):
             return network
         fold_batch_norms(network.module)
+        stack_inception_pointwise(network)
         if network.device.type == "cpu":
             use_strided_conv2d(network.module)
             use_fused_depthwise(network.module)
