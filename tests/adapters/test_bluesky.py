@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from fake_bluesky import APP_PASSWORD, BOT_DID, HANDLE, IMAGE_LIMIT, TID, FakeBluesky
 from PIL import Image
-from test_x import DATA, Clock, Inverting, decoded, photo, settled, until
+from test_x import DATA, Clock, Inverting, decoded, photo, settled
+from waiting import until
 
 from bot.adapters.bluesky import BlueskyAdapter, RateLimited, SignInFailed, record_key
 from bot.config import (

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from fake_mastodon import BOT_ID, TOKEN, FakeMastodon
-from test_x import DATA, Clock, Inverting, decoded, photo, settled, until
+from test_x import DATA, Clock, Inverting, decoded, photo, settled
+from waiting import until
 
 from bot.adapters.mastodon import MastodonAdapter, RateLimited, less_public
 from bot.adapters.social import RateWindow

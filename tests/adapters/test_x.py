@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from fake_x import KEYS, FakeX
 from PIL import Image, ImageOps
+from waiting import until
 
 from bot.adapters.social import Budget, BudgetExhausted, SocialStore
 from bot.adapters.x import XAdapter
@@ -86,14 +87,6 @@ async def xbot(config: Config, clock: Callable[[], float] | None = None) -> Asyn
     finally:
         await adapter.close()
         await service.close()
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait for the event itself (checked on every loop turn), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 async def settled(adapter: XAdapter) -> None:
