@@ -386,29 +386,16 @@ class BlueskyAdapter(SocialAdapter):
         return await post_once(self.store, ledger_id, create, find)
 
     async def on_job(self, view: JobView) -> None:
-        if not view.finished or self._closed:
-            return
-        for _attempt in range(5):
-            try:
-                await self.deliver(view)
-                return
-            except RateLimited as limited:  # wait for the window, never drop the answer
-                await self.sleep(max(1.0, limited.reset_at - self.clock()))
-            except (ConnectionError, SignInFailed) as error:
-                log.warning("Bluesky: the answer to job %s waits (%s)", view.id, error)
-                await self.sleep(self.backoff.next_wait())
-            except (BlueskyFailure, MediaError) as error:
-                log.warning("Bluesky refused the answer to job %s: %s", view.id, error)
-                self._skip(view.destination.get("post_id"), "answers_refused")
-                return
-        log.warning("Bluesky: the answer to job %s goes out at the next start", view.id)
+        # A picture Bluesky will not take (MediaError) is as final as a refused call.
+        await self._deliver_patiently(
+            view, transient=(ConnectionError, SignInFailed), refusals=(BlueskyFailure, MediaError)
+        )
 
     async def deliver(self, view: JobView) -> None:
-        address = view.destination
-        post_id = address.get("post_id")
-        entry = self.store.entry_of_job(view.id)
-        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+        if (unanswered := self._unanswered(view)) is None:
             return
+        post_id, entry = unanswered
+        address = view.destination
         rkey = record_key(f"job:{view.id}", float(address.get("at") or view.created_at))
         if entry.state == "posting":  # a crash after creating: the record key tells
             with contextlib.suppress(BlueskyFailure):

@@ -445,30 +445,14 @@ class MastodonAdapter(SocialAdapter):
         return None
 
     async def on_job(self, view: JobView) -> None:
-        if not view.finished or self._closed:
-            return
-        for _attempt in range(5):
-            try:
-                await self.deliver(view)
-                return
-            except RateLimited as limited:  # pace: wait for the window, never drop the answer
-                await self.sleep(max(1.0, limited.reset_at - self.clock()))
-            except ConnectionError as error:
-                log.warning("Mastodon: the answer to job %s waits (%s)", view.id, error)
-                await self.sleep(self.backoff.next_wait())
-            except (NotFound, MastodonFailure) as error:
-                # The post was deleted (or the instance refuses the answer): never retried.
-                log.warning("Mastodon refused the answer to job %s: %s", view.id, error)
-                self._skip(view.destination.get("post_id"), "answers_refused")
-                return
-        log.warning("Mastodon: the answer to job %s goes out at the next start", view.id)
+        # A 404 (the post was deleted) or another refusal of the answer is final.
+        await self._deliver_patiently(view, transient=(ConnectionError,), refusals=(NotFound, MastodonFailure))
 
     async def deliver(self, view: JobView) -> None:
-        address = view.destination
-        post_id = address.get("post_id")
-        entry = self.store.entry_of_job(view.id)
-        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+        if (unanswered := self._unanswered(view)) is None:
             return
+        post_id, entry = unanswered
+        address = view.destination
         kwargs = {
             "visibility": address.get("visibility", "direct"),
             "sensitive": bool(address.get("sensitive")),

@@ -567,6 +567,36 @@ class SocialAdapter:
 
     # ------------------------------------------------------------------ answering
 
+    async def _deliver_patiently(
+        self, view: JobView, transient: tuple[type[Exception], ...], refusals: tuple[type[Exception], ...]
+    ) -> None:
+        """A finished job's answer: rate limits waited out, ``transient`` failures retried a few times (the rest
+        goes out at the next start), ``refusals`` final (the post is skipped, never retried)."""
+        if not view.finished or self._closed:
+            return
+        for _attempt in range(5):
+            try:
+                await self.deliver(view)
+                return
+            except RateLimited as limited:  # pace: wait for the window, never drop the answer
+                await self.sleep(max(1.0, limited.reset_at - self.clock()))
+            except transient as error:
+                self._log.warning("%s: the answer to job %s waits (%s)", self.name, view.id, error)
+                await self.sleep(self.backoff.next_wait())
+            except refusals as error:
+                self._log.warning("%s refused the answer to job %s: %s", self.name, view.id, error)
+                self._skip(view.destination.get("post_id"), "answers_refused")
+                return
+        self._log.warning("%s: the answer to job %s goes out at the next start", self.name, view.id)
+
+    def _unanswered(self, view: JobView) -> tuple[str, LedgerEntry] | None:
+        """The post a finished job answers and its ledger entry; None when nothing is left to post."""
+        post_id = view.destination.get("post_id")
+        entry = self.store.entry_of_job(view.id)
+        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+            return None
+        return post_id, entry
+
     def _skip(self, post_id: str | None, counter: str) -> None:
         """A post never to be answered (the answer was refused, the original deleted), and why, counted."""
         if post_id:
