@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 from PIL import Image
+from waiting import until
 
 from bot.config import Config, QueueConfig, load_config
 from bot.engine import NullEngine
@@ -138,14 +139,6 @@ async def submitter(config: Config) -> AsyncIterator[DreamService]:
 
 def web_request(command: Command, user: str, image: bytes | None = None) -> DreamRequest:
     return DreamRequest(command, Requester("web", user, user.upper()), Destination("web"), image=image)
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def cli(config_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,7 @@ end-to-end test with the fake Discord, the fake X and the web gallery is in test
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from waiting import until
 
 from bot.config import Config, ConfigError, QueueConfig, ScheduleConfig, WorkerConfig, load_config
 from bot.engine import NullEngine
@@ -67,14 +67,6 @@ async def running(config: Config, destinations: dict) -> AsyncIterator[DreamSche
     finally:
         await scheduler.close()
         await service.close()
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait for the event itself (checked every loop turn), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 def runs(config: Config, name: str = "dream-of-the-day") -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from waiting import until
 
 from bot.config import Config, MediaConfig, QueueConfig, ResultsConfig, WorkerConfig
 from bot.engine import DreamcoreEngine, Engine, NullEngine, Rendered
@@ -126,14 +127,6 @@ class WarmedUp(NullEngine):
     def warm_up(self) -> None:
         super().warm_up()
         self.warmed.set()
-
-
-async def until(condition, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def png(data: bytes) -> Image.Image:

@@ -36,10 +36,10 @@ from atproto_client.exceptions import (
 from PIL import Image
 
 from bot.adapters.social import (
-    Backoff,
     Clock,
+    RateLimited,
     RateWindow,
-    SocialStore,
+    SocialAdapter,
     fetch_photo,
     post_once,
     refuses_bots,
@@ -66,12 +66,6 @@ TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 
 class BlueskyFailure(Exception):
     """Bluesky refused a call (a 4xx other than 401 and 429)."""
-
-
-class RateLimited(Exception):
-    def __init__(self, reset_at: float) -> None:
-        super().__init__(f"rate limited until {reset_at:.0f}")
-        self.reset_at = reset_at
 
 
 class SignInFailed(Exception):
@@ -106,7 +100,12 @@ def when(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
-class BlueskyAdapter:
+class BlueskyAdapter(SocialAdapter):
+    platform = PLATFORM
+    name = "Bluesky"
+    settings: BlueskyConfig
+    keys: BlueskyKeys
+
     def __init__(
         self,
         service: DreamService,
@@ -116,12 +115,7 @@ class BlueskyAdapter:
         clock: Clock = time.time,
         sleep: Any = asyncio.sleep,
     ) -> None:
-        self.service = service
-        self.settings = settings
-        self.keys = keys
-        self.clock = clock
-        self.sleep = sleep
-        self.store = SocialStore(service.config.database_path, PLATFORM, clock)
+        super().__init__(service, settings, keys, clock, sleep)
         self.client = Client(base_url=keys.service_url)
         self.client.on_session_change(self._session_changed)
         self._new_session: str | None = None
@@ -129,15 +123,8 @@ class BlueskyAdapter:
         self.logins = RateWindow(30, 300, clock)
         self.writes_hour = RateWindow(5000 // 3, 3600, clock)
         self.writes_day = RateWindow(35000 // 3, 86400, clock)
-        self.backoff = Backoff()
         self.me_did = ""
         self.me_handle = keys.handle
-        self.paused_until = 0.0
-        self.pause_reason = ""
-        self._task: asyncio.Task | None = None
-        self._closed = False
-        service.add_listener(self.on_job, platform=PLATFORM)
-        service.platform_status[PLATFORM] = self.status
 
     # ------------------------------------------------------------------ calls and the session
 
@@ -222,53 +209,21 @@ class BlueskyAdapter:
             raise
         log.info("Bluesky: signed in as @%s", self.me_handle)
         self.store.record_state("connected")
-        await self.reconcile()
-        if poll:
-            self._task = asyncio.create_task(self._poll_forever(), name="bluesky-poll")
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        with contextlib.suppress(Exception):
-            self.store.record_state("stopped")
-        self.store.close()
+        await self._resume(poll)
 
     def status(self) -> dict[str, Any]:
-        state = self.store.state() or {"state": "starting"}
-        return {
-            "state": state["state"],
-            "last_error": state.get("last_error", ""),
-            "paused_until": self.paused_until or None,
-            "pause_reason": self.pause_reason,
-            "account": self.me_handle,
-            **self.store.counters(),
-        }
+        return self._status(account=self.me_handle)
 
-    async def _poll_forever(self) -> None:
-        while not self._closed:
-            wait = self.settings.poll_interval_seconds
-            try:
-                await self.poll_once()
-                self.backoff.reset()
-                self.pause_reason = ""
-                self.store.record_state("polling")
-            except RateLimited as limited:
-                wait, self.pause_reason = max(1.0, limited.reset_at - self.clock()), "rate limit"
-                self.store.record_state("rate limited", str(limited), self.clock() + wait)
-            except SignInFailed as error:  # the session is gone: sign in again on the next turn
-                wait, self.pause_reason = self.backoff.next_wait(), "signing in again"
-                self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
-                with contextlib.suppress(Exception):
-                    await self.sign_in()
-            except (ConnectionError, BlueskyFailure) as error:  # the loop, and other platforms, go on
-                wait, self.pause_reason = self.backoff.next_wait(), "Bluesky unreachable or refusing"
-                log.warning("Bluesky: %s; trying again in %.0f s", error, wait)
-                self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
-            self.paused_until = self.clock() + wait if self.pause_reason else 0.0
-            await self.sleep(wait)
+    async def _pause_for(self, error: Exception) -> tuple[float, str] | None:
+        if isinstance(error, SignInFailed):  # the session is gone: sign in again on the next turn
+            wait = self.backoff.next_wait()
+            self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
+            with contextlib.suppress(Exception):
+                await self.sign_in()
+            return wait, "signing in again"
+        if isinstance(error, (ConnectionError, BlueskyFailure)):
+            return self._back_off(error, "Bluesky unreachable or refusing")
+        return await super()._pause_for(error)  # a rate limit
 
     # ------------------------------------------------------------------ reading
 
@@ -431,46 +386,16 @@ class BlueskyAdapter:
         return await post_once(self.store, ledger_id, create, find)
 
     async def on_job(self, view: JobView) -> None:
-        if not view.finished or self._closed:
-            return
-        for _attempt in range(5):
-            try:
-                await self.deliver(view)
-                return
-            except RateLimited as limited:  # wait for the window, never drop the answer
-                await self.sleep(max(1.0, limited.reset_at - self.clock()))
-            except (ConnectionError, SignInFailed) as error:
-                log.warning("Bluesky: the answer to job %s waits (%s)", view.id, error)
-                await self.sleep(self.backoff.next_wait())
-            except (BlueskyFailure, MediaError) as error:
-                log.warning("Bluesky refused the answer to job %s: %s", view.id, error)
-                self._skip(view, "answers_refused")
-                return
-        log.warning("Bluesky: the answer to job %s goes out at the next start", view.id)
-
-    def _skip(self, view: JobView, counter: str) -> None:
-        post_id = view.destination.get("post_id")
-        if post_id:
-            self.store.update(post_id, state="skipped")
-        self.store.count(counter)
-
-    async def reconcile(self) -> None:
-        """Answers a crash or a stop left unposted: posted now, once (the record key finds an earlier create)."""
-        for entry in self.store.unfinished():
-            if entry.kind == "dream" and entry.job_id:
-                with contextlib.suppress(QueueError):
-                    view = await self.service.view(entry.job_id)
-                    if view.finished:
-                        await self.on_job(view)
-            elif entry.kind == "dream" and not entry.job_id:
-                self.store.forget(entry.post_id)  # a crash before queueing: read again (the cursor did not move)
+        # A picture Bluesky will not take (MediaError) is as final as a refused call.
+        await self._deliver_patiently(
+            view, transient=(ConnectionError, SignInFailed), refusals=(BlueskyFailure, MediaError)
+        )
 
     async def deliver(self, view: JobView) -> None:
-        address = view.destination
-        post_id = address.get("post_id")
-        entry = self.store.entry_of_job(view.id)
-        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+        if (unanswered := self._unanswered(view)) is None:
             return
+        post_id, entry = unanswered
+        address = view.destination
         rkey = record_key(f"job:{view.id}", float(address.get("at") or view.created_at))
         if entry.state == "posting":  # a crash after creating: the record key tells
             with contextlib.suppress(BlueskyFailure):
@@ -480,7 +405,7 @@ class BlueskyAdapter:
         # Bluesky does not refuse a reply to a deleted post (it would hang alone): look first.
         if not (await self._call(self.client.get_posts, [post_id])).posts:
             log.info("Bluesky: post %s was deleted; its dream is not posted", post_id)
-            self._skip(view, "originals_deleted")
+            self._skip(post_id, "originals_deleted")
             return
         if view.state != "done" or view.result is None:
             await self._answer(address, f"⚠️ {view.error or 'That dream was cancelled.'}", None, rkey)

@@ -35,10 +35,10 @@ from mastodon import (
 )
 
 from bot.adapters.social import (
-    Backoff,
     Clock,
+    RateLimited,
     RateWindow,
-    SocialStore,
+    SocialAdapter,
     fetch_photo,
     plain_text,
     post_once,
@@ -63,12 +63,6 @@ MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "web
 
 class MastodonFailure(Exception):
     """The instance refused a call (a 4xx other than 404 and 429)."""
-
-
-class RateLimited(Exception):
-    def __init__(self, reset_at: float) -> None:
-        super().__init__(f"rate limited until {reset_at:.0f}")
-        self.reset_at = reset_at
 
 
 class NotFound(Exception):
@@ -116,7 +110,12 @@ def less_public(a: str, b: str) -> str:
     return max(a, b, key=lambda v: VISIBILITIES.index(v) if v in VISIBILITIES else len(VISIBILITIES))
 
 
-class MastodonAdapter:
+class MastodonAdapter(SocialAdapter):
+    platform = PLATFORM
+    name = "Mastodon"
+    settings: MastodonConfig
+    keys: MastodonKeys
+
     def __init__(
         self,
         service: DreamService,
@@ -127,13 +126,8 @@ class MastodonAdapter:
         sleep: Any = asyncio.sleep,
         media_check_seconds: float = 1.0,
     ) -> None:
-        self.service = service
-        self.settings = settings
-        self.keys = keys
-        self.clock = clock
-        self.sleep = sleep
+        super().__init__(service, settings, keys, clock, sleep)
         self.media_check_seconds = media_check_seconds
-        self.store = SocialStore(service.config.database_path, PLATFORM, clock)
         # "throw": a 429 comes back to us, and we wait in the event loop rather than block an executor thread.
         self.client = Mastodon(
             access_token=keys.access_token,
@@ -144,20 +138,13 @@ class MastodonAdapter:
         self.session = requests.Session()
         self.requests_window = RateWindow(300, 300, clock)
         self.uploads_window = RateWindow(30, 1800, clock)
-        self.backoff = Backoff()
         self.limits = Limits()
         self.streaming_url = ""
         self.me_id = ""
         self.me_acct = ""
-        self.paused_until = 0.0
-        self.pause_reason = ""
-        self._task: asyncio.Task | None = None
-        self._closed = False
         self._stream: Any = None  # Mastodon.py's stream handle while the user stream is open
         self._stream_retry_at = 0.0
         self._wake = asyncio.Event()  # set by the stream: a notification came, poll now
-        service.add_listener(self.on_job, platform=PLATFORM)
-        service.platform_status[PLATFORM] = self.status
 
     # ------------------------------------------------------------------ calls
 
@@ -192,54 +179,30 @@ class MastodonAdapter:
             await self._call(self.client.account_update_credentials, bot=True)
         log.info("Mastodon: signed in as @%s on %s", self.me_acct, self.keys.base_url)
         self.store.record_state("connected")
-        await self.reconcile()
-        if poll:
-            self._task = asyncio.create_task(self._poll_forever(), name="mastodon-poll")
+        await self._resume(poll)
 
     async def close(self) -> None:
         self._closed = True
         self._close_stream()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        with contextlib.suppress(Exception):
-            self.store.record_state("stopped")
-        self.store.close()
+        await super().close()
 
     def status(self) -> dict[str, Any]:
-        state = self.store.state() or {"state": "starting"}
-        return {
-            "state": state["state"],
-            "last_error": state.get("last_error", ""),
-            "paused_until": self.paused_until or None,
-            "pause_reason": self.pause_reason,
-            "account": self.me_acct,
-            **self.store.counters(),
-        }
+        return self._status(account=self.me_acct)
 
-    async def _poll_forever(self) -> None:
-        while not self._closed:
-            wait = self.settings.poll_interval_seconds
-            self._wake.clear()  # before reading: a notification during the read wakes the next turn at once
-            try:
-                await self.poll_once()
-                self.backoff.reset()
-                self.pause_reason = ""
-                if self.settings.streaming and self._stream is None and self.clock() >= self._stream_retry_at:
-                    await self._open_stream()
-                if self._stream is not None and not self._stream.is_alive():
-                    self._stream_lost(ConnectionError("the stream ended"))
-                self.store.record_state("streaming" if self._stream is not None else "polling")
-            except RateLimited as limited:
-                wait, self.pause_reason = max(1.0, limited.reset_at - self.clock()), "rate limit"
-                self.store.record_state("rate limited", str(limited), self.clock() + wait)
-            except (ConnectionError, MastodonFailure, NotFound) as error:  # the loop, and other platforms, go on
-                wait, self.pause_reason = self.backoff.next_wait(), "Mastodon unreachable or refusing"
-                log.warning("Mastodon: %s; trying again in %.0f s", error, wait)
-                self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
-            self.paused_until = self.clock() + wait if self.pause_reason else 0.0
-            await self._rest(wait)
+    async def _poll_turn(self) -> None:
+        """A read, then the stream (re)opened when it is due: it only wakes the next read."""
+        self._wake.clear()  # before reading: a notification during the read wakes the next turn at once
+        await self.poll_once()
+        if self.settings.streaming and self._stream is None and self.clock() >= self._stream_retry_at:
+            await self._open_stream()
+        if self._stream is not None and not self._stream.is_alive():
+            self._stream_lost(ConnectionError("the stream ended"))
+        self.store.record_state("streaming" if self._stream is not None else "polling")
+
+    async def _pause_for(self, error: Exception) -> tuple[float, str] | None:
+        if isinstance(error, (ConnectionError, MastodonFailure, NotFound)):
+            return self._back_off(error, "Mastodon unreachable or refusing")
+        return await super()._pause_for(error)  # a rate limit
 
     async def _rest(self, wait: float) -> None:
         """Until the next read: the interval, cut short by the stream when one is open (and all is well)."""
@@ -482,44 +445,14 @@ class MastodonAdapter:
         return None
 
     async def on_job(self, view: JobView) -> None:
-        if not view.finished or self._closed:
-            return
-        for _attempt in range(5):
-            try:
-                await self.deliver(view)
-                return
-            except RateLimited as limited:  # pace: wait for the window, never drop the answer
-                await self.sleep(max(1.0, limited.reset_at - self.clock()))
-            except ConnectionError as error:
-                log.warning("Mastodon: the answer to job %s waits (%s)", view.id, error)
-                await self.sleep(self.backoff.next_wait())
-            except (NotFound, MastodonFailure) as error:
-                # The post was deleted (or the instance refuses the answer): never retried.
-                log.warning("Mastodon refused the answer to job %s: %s", view.id, error)
-                post_id = view.destination.get("post_id")
-                if post_id:
-                    self.store.update(post_id, state="skipped")
-                self.store.count("answers_refused")
-                return
-        log.warning("Mastodon: the answer to job %s goes out at the next start", view.id)
-
-    async def reconcile(self) -> None:
-        """Answers a crash or a stop left unposted: posted now, once (reconciled with the instance first)."""
-        for entry in self.store.unfinished():
-            if entry.kind == "dream" and entry.job_id:
-                with contextlib.suppress(QueueError):
-                    view = await self.service.view(entry.job_id)
-                    if view.finished:
-                        await self.on_job(view)
-            elif entry.kind == "dream" and not entry.job_id:
-                self.store.forget(entry.post_id)  # a crash before queueing: the cursor did not move, it is read again
+        # A 404 (the post was deleted) or another refusal of the answer is final.
+        await self._deliver_patiently(view, transient=(ConnectionError,), refusals=(NotFound, MastodonFailure))
 
     async def deliver(self, view: JobView) -> None:
-        address = view.destination
-        post_id = address.get("post_id")
-        entry = self.store.entry_of_job(view.id)
-        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+        if (unanswered := self._unanswered(view)) is None:
             return
+        post_id, entry = unanswered
+        address = view.destination
         kwargs = {
             "visibility": address.get("visibility", "direct"),
             "sensitive": bool(address.get("sensitive")),
@@ -545,11 +478,9 @@ class MastodonAdapter:
 
     async def post_to_own_account(self, image: bytes, extension: str, text: str, alt: str, key: str) -> str:
         """A post on the bot's own timeline (the dream of the day), once per ``key``."""
-        own = f"own:{key}"
-        self.store.receive(own, "own")
-        entry = self.store.entry(own)
-        if entry is not None and entry.state == "posted" and entry.reply_id:
-            return entry.reply_id
+        own, posted = self._own_post(key)
+        if posted:
+            return posted
         media_id = await self.upload(image, extension, alt)
 
         async def create() -> str:

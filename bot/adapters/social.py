@@ -10,12 +10,16 @@ All of it lives in the service's own SQLite file (tables prefixed ``social_``), 
   (at most a few answers per conversation);
 - the spending budget: per-call prices, daily and monthly caps in dollars, spend per UTC day and month.
 
+:class:`SocialAdapter` is the life cycle the three adapters share (the poll loop and its pauses, close, status,
+answering what a crash left unanswered); each adapter adds only its platform's calls and words.
+
 Time comes from a ``clock`` callable (seconds since the epoch), so tests choose the day.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -25,10 +29,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bot.jobqueue import QueueError
 from bot.media import MediaError, MediaLimits, check_size
+
+if TYPE_CHECKING:
+    from bot.service import DreamService, JobView
 
 log = logging.getLogger(__name__)
 
@@ -431,3 +439,188 @@ async def post_once(
     reply_id = await post()
     store.update(post_id, state="posted", reply_id=reply_id)
     return reply_id
+
+
+class RateLimited(Exception):
+    """The platform answered 429: calls wait until ``reset_at`` (seconds since the epoch); nothing is dropped."""
+
+    def __init__(self, reset_at: float) -> None:
+        super().__init__(f"rate limited until {reset_at:.0f}")
+        self.reset_at = reset_at
+
+
+class SocialAdapter:
+    """What X, Mastodon and Bluesky do alike around their platform's calls.
+
+    The poll loop (a failure pauses this platform alone, never the others), close, the status the service shows,
+    the ledger's "skipped", and answering after a restart. A subclass names its ``platform`` and implements
+    ``poll_once``, ``on_job``, ``deliver`` and ``_pause_for`` (which of its platform's errors pause the loop, how long).
+    """
+
+    platform: str  # the service's name for it: "x", "mastodon", "bluesky"
+    name: str  # the platform in log lines: "X", "Mastodon", "Bluesky"
+    records_state = True  # the state row `dreambot status` shows (X shows its budget instead)
+
+    def __init__(self, service: DreamService, settings: Any, keys: Any, clock: Clock, sleep: Any) -> None:
+        self.service = service
+        self.settings = settings
+        self.keys = keys
+        self.clock = clock
+        self.sleep = sleep
+        self.store = SocialStore(service.config.database_path, self.platform, clock)
+        self.backoff = Backoff()
+        self.paused_until = 0.0
+        self.pause_reason = ""
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._log = logging.getLogger(type(self).__module__)  # each adapter's lines under its own module's name
+        service.add_listener(self.on_job, platform=self.platform)
+        service.platform_status[self.platform] = self.status
+
+    # what each adapter implements
+    async def poll_once(self) -> None:
+        raise NotImplementedError
+
+    async def on_job(self, view: JobView) -> None:
+        raise NotImplementedError
+
+    async def deliver(self, view: JobView) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def _resume(self, poll: bool) -> None:
+        """Post what a crash left unposted, then poll in the background (``poll=False``: the caller polls: tests)."""
+        await self.reconcile()
+        if poll:
+            self._task = asyncio.create_task(self._poll_forever(), name=f"{self.platform}-poll")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.records_state:
+            with contextlib.suppress(Exception):
+                self.store.record_state("stopped")
+        self.store.close()
+
+    def _pause(self) -> dict[str, Any]:
+        return {"paused_until": self.paused_until or None, "pause_reason": self.pause_reason}
+
+    def _status(self, account: str) -> dict[str, Any]:
+        """The state as last recorded, the pause and the counters: what ``status()`` shows for most platforms."""
+        state = self.store.state() or {"state": "starting"}
+        return {
+            "state": state["state"],
+            "last_error": state.get("last_error", ""),
+            **self._pause(),
+            "account": account,
+            **self.store.counters(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _poll_forever(self) -> None:
+        while not self._closed:
+            wait = self.settings.poll_interval_seconds
+            try:
+                await self._poll_turn()
+                self.backoff.reset()
+                self.pause_reason = ""
+            except Exception as error:
+                pause = await self._pause_for(error)
+                if pause is None:
+                    raise
+                wait, self.pause_reason = pause
+            self.paused_until = self.clock() + wait if self.pause_reason else 0.0
+            await self._rest(wait)
+
+    async def _poll_turn(self) -> None:
+        """One read of the platform, and the state it leaves."""
+        await self.poll_once()
+        if self.records_state:
+            self.store.record_state("polling")
+
+    async def _rest(self, wait: float) -> None:
+        """Until the next read."""
+        await self.sleep(wait)
+
+    async def _pause_for(self, error: Exception) -> tuple[float, str] | None:
+        """How long the loop waits after ``error``, and why; None for an error that is not the platform's."""
+        if isinstance(error, RateLimited):
+            wait = max(1.0, error.reset_at - self.clock())
+            if self.records_state:
+                self.store.record_state("rate limited", str(error), self.clock() + wait)
+            return wait, "rate limit"
+        return None
+
+    def _back_off(self, error: Exception, reason: str) -> tuple[float, str]:
+        """A transient failure (unreachable, or one call refused): the loop, and other platforms, go on later."""
+        wait = self.backoff.next_wait()
+        self._log.warning("%s: %s; trying again in %.0f s", self.name, error, wait)
+        if self.records_state:
+            self.store.record_state("backing off", str(error)[:200], self.clock() + wait)
+        return wait, reason
+
+    # ------------------------------------------------------------------ answering
+
+    async def _deliver_patiently(
+        self, view: JobView, transient: tuple[type[Exception], ...], refusals: tuple[type[Exception], ...]
+    ) -> None:
+        """A finished job's answer: rate limits waited out, ``transient`` failures retried a few times (the rest
+        goes out at the next start), ``refusals`` final (the post is skipped, never retried)."""
+        if not view.finished or self._closed:
+            return
+        for _attempt in range(5):
+            try:
+                await self.deliver(view)
+                return
+            except RateLimited as limited:  # pace: wait for the window, never drop the answer
+                await self.sleep(max(1.0, limited.reset_at - self.clock()))
+            except transient as error:
+                self._log.warning("%s: the answer to job %s waits (%s)", self.name, view.id, error)
+                await self.sleep(self.backoff.next_wait())
+            except refusals as error:
+                self._log.warning("%s refused the answer to job %s: %s", self.name, view.id, error)
+                self._skip(view.destination.get("post_id"), "answers_refused")
+                return
+        self._log.warning("%s: the answer to job %s goes out at the next start", self.name, view.id)
+
+    def _unanswered(self, view: JobView) -> tuple[str, LedgerEntry] | None:
+        """The post a finished job answers and its ledger entry; None when nothing is left to post."""
+        post_id = view.destination.get("post_id")
+        entry = self.store.entry_of_job(view.id)
+        if not post_id or entry is None or entry.state in ("posted", "skipped"):
+            return None
+        return post_id, entry
+
+    def _skip(self, post_id: str | None, counter: str) -> None:
+        """A post never to be answered (the answer was refused, the original deleted), and why, counted."""
+        if post_id:
+            self.store.update(post_id, state="skipped")
+        self.store.count(counter)
+
+    def _own_post(self, key: str) -> tuple[str, str | None]:
+        """The ledger id of a post to the bot's own account (recorded now) and its id if it went out already."""
+        own = f"own:{key}"
+        self.store.receive(own, "own")
+        entry = self.store.entry(own)
+        posted = entry is not None and entry.state == "posted" and entry.reply_id
+        return own, entry.reply_id if posted else None  # type: ignore[union-attr]
+
+    async def reconcile(self) -> None:
+        """Answers a crash or a stop left unposted: posted now, once (each adapter's answer looks for itself first)."""
+        for entry in self.store.unfinished():
+            if entry.kind == "dream" and entry.job_id:
+                with contextlib.suppress(QueueError):
+                    view = await self.service.view(entry.job_id)
+                    if view.finished:
+                        await self._answer_unfinished(view)
+            elif entry.kind == "dream" and not entry.job_id:
+                self.store.forget(entry.post_id)  # a crash before queueing: the cursor did not move, it is read again
+
+    async def _answer_unfinished(self, view: JobView) -> None:
+        await self.on_job(view)  # with on_job's retries and refusals

@@ -10,7 +10,6 @@ user keys. Blocking HTTP runs in an executor, so the event loop never waits on X
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -22,7 +21,8 @@ import requests
 import tweepy
 from requests_oauthlib import OAuth1
 
-from bot.adapters.social import Backoff, Budget, BudgetExhausted, Clock, SocialStore, post_once, wants_stop
+from bot.adapters import social
+from bot.adapters.social import Budget, BudgetExhausted, Clock, SocialAdapter, post_once, wants_stop
 from bot.config import XConfig, XKeys
 from bot.jobqueue import QueueError
 from bot.media import MediaError, check_size, fit_result
@@ -56,10 +56,8 @@ class XError(Exception):
     """X answered with something other than success."""
 
 
-class RateLimited(XError):
-    def __init__(self, reset_at: float) -> None:
-        super().__init__(f"rate limited until {reset_at:.0f}")
-        self.reset_at = reset_at
+class RateLimited(social.RateLimited, XError):
+    """A 429 from X: a wait, not a refusal (``except XError`` sees it too, so it is handled first)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,13 @@ class Post:
     is_reply_to_bot: bool
 
 
-class XAdapter:
+class XAdapter(SocialAdapter):
+    platform = PLATFORM
+    name = "X"
+    records_state = False  # X's status is its budget
+    settings: XConfig
+    keys: XKeys
+
     def __init__(
         self,
         service: DreamService,
@@ -85,12 +89,7 @@ class XAdapter:
         clock: Clock = time.time,
         sleep: Any = asyncio.sleep,
     ) -> None:
-        self.service = service
-        self.settings = settings
-        self.keys = keys
-        self.clock = clock
-        self.sleep = sleep
-        self.store = SocialStore(service.config.database_path, PLATFORM, clock)
+        super().__init__(service, settings, keys, clock, sleep)
         self.budget = Budget(
             self.store, prices_of(settings), settings.daily_budget_dollars, settings.monthly_budget_dollars
         )
@@ -104,15 +103,8 @@ class XAdapter:
         )
         self.session = requests.Session()
         self.auth = OAuth1(keys.api_key, keys.api_secret, keys.access_token, keys.access_token_secret)
-        self.backoff = Backoff()
         self.me_id = ""
         self.me_name = ""
-        self.paused_until = 0.0
-        self.pause_reason = ""
-        self._task: asyncio.Task | None = None
-        self._closed = False
-        service.add_listener(self.on_job, platform=PLATFORM)
-        service.platform_status[PLATFORM] = self.status
 
     # ------------------------------------------------------------------ life cycle
 
@@ -135,46 +127,22 @@ class XAdapter:
         self.budget.charge("owned_read")
         self.me_id, self.me_name = me["data"]["id"], me["data"]["username"]
         log.info("X: signed in as @%s", self.me_name)
-        await self.reconcile()
-        if poll:
-            self._task = asyncio.create_task(self._poll_forever(), name="x-poll")
-
-    async def close(self) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        self.store.close()
+        await self._resume(poll)
 
     def status(self) -> dict[str, Any]:
-        return {
-            **self.budget.status(),
-            "paused_until": self.paused_until or None,
-            "pause_reason": self.pause_reason,
-            **self.store.counters(),
-        }
+        return {**self.budget.status(), **self._pause(), **self.store.counters()}
 
-    async def _poll_forever(self) -> None:
-        while not self._closed:
-            wait = self.settings.poll_interval_seconds
-            try:
-                await self.poll_once()
-                self.backoff.reset()
-                self.pause_reason = ""
-            except BudgetExhausted as spent:
-                wait, self.pause_reason = spent.resumes_at - self.clock(), "budget"
-                log.warning("X: the budget is spent; reading and answering resume at %s", spent)
-            except RateLimited as limited:
-                wait, self.pause_reason = max(1.0, limited.reset_at - self.clock()), "rate limit"
-            except ConnectionError as error:
-                wait, self.pause_reason = self.backoff.next_wait(), "X unreachable"
-                log.warning("X: %s; trying again in %.0f s", error, wait)
-            except (XError, tweepy.HTTPException) as error:  # X refused one call: the loop, and the others, go on
-                wait, self.pause_reason = self.backoff.next_wait(), "X refused a call"
-                log.warning("X: %s; trying again in %.0f s", error, wait)
-            self.paused_until = self.clock() + wait if self.pause_reason else 0.0
-            await self.sleep(wait)
+    async def _pause_for(self, error: Exception) -> tuple[float, str] | None:
+        if isinstance(error, BudgetExhausted):
+            log.warning("X: the budget is spent; reading and answering resume at %s", error)
+            return error.resumes_at - self.clock(), "budget"
+        if (pause := await super()._pause_for(error)) is not None:  # a rate limit, before the XError it also is
+            return pause
+        if isinstance(error, ConnectionError):
+            return self._back_off(error, "X unreachable")
+        if isinstance(error, (XError, tweepy.HTTPException)):  # X refused one call: the loop, and the others, go on
+            return self._back_off(error, "X refused a call")
+        return None
 
     # ------------------------------------------------------------------ reading
 
@@ -328,8 +296,7 @@ class XAdapter:
         """X refused an answer for good (its reply rule, a protected or suspended account, a read-only app):
         never retried, and the operator hears X's own words."""
         log.warning("X refused the answer to post %s: %s", post_id, error)
-        self.store.update(post_id, state="skipped")
-        self.store.count("answers_refused")
+        self._skip(post_id, "answers_refused")
 
     async def _answer(self, post_id: str, conversation_id: str, text: str, media_ids: list[str]) -> str:
         async def create() -> str:
@@ -372,16 +339,8 @@ class XAdapter:
                 if post_id:
                     self._refused(post_id, error)
 
-    async def reconcile(self) -> None:
-        """Answers a crash or a stop left unposted: posted now, once (reconciled with X first)."""
-        for entry in self.store.unfinished():
-            if entry.kind == "dream" and entry.job_id:
-                with contextlib.suppress(QueueError):
-                    view = await self.service.view(entry.job_id)
-                    if view.finished:
-                        await self.deliver(view)
-            elif entry.kind == "dream" and not entry.job_id:
-                self.store.forget(entry.post_id)  # a crash before queueing: the cursor did not move, it is read again
+    async def _answer_unfinished(self, view: JobView) -> None:
+        await self.deliver(view)  # at start: a budget, rate-limit or network failure reaches start() itself
 
     async def deliver(self, view: JobView) -> None:
         post_id = view.destination.get("post_id")
@@ -409,11 +368,9 @@ class XAdapter:
 
     async def post_to_own_account(self, image: bytes, extension: str, text: str, alt: str, key: str) -> str:
         """A post on the bot's own timeline (the dream of the day), once per ``key``, within the budget."""
-        own = f"own:{key}"
-        self.store.receive(own, "own")
-        entry = self.store.entry(own)
-        if entry is not None and entry.state == "posted" and entry.reply_id:
-            return entry.reply_id
+        own, posted = self._own_post(key)
+        if posted:
+            return posted
         self.budget.check("create_post")
         media_id = await self.upload(image, extension, alt)
 

@@ -19,13 +19,11 @@ What it checks, as the real service does:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import itertools
 import json
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from fake_server import ThreadedFake
 
 HANDLE = "dreambot.test"
 APP_PASSWORD = "abcd-efgh-ijkl-mnop"
@@ -94,7 +93,9 @@ class Failure:
     times: int = 1
 
 
-class FakeBluesky:
+class FakeBluesky(ThreadedFake):
+    thread_name = "fake-bluesky"
+
     def __init__(self, *, access_lifetime: float = 7200, page_size: int = 50) -> None:
         self.access_lifetime = access_lifetime  # seconds; under 15 minutes makes the client refresh at once
         self.page_size = page_size
@@ -114,37 +115,11 @@ class FakeBluesky:
         self.refused: list[tuple[str, int, str]] = []
         self.failures: list[Failure] = []
         self.lose_answer_of_create = 0
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.base_url = ""
 
     # ------------------------------------------------------------------ running
 
-    def __enter__(self) -> FakeBluesky:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self.loop = asyncio.new_event_loop()
-            app = web.Application(client_max_size=16 * 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._route)
-            runner = web.AppRunner(app, access_log=None)
-            self.loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(runner.cleanup())
-            self.loop.close()
-
-        self.thread = threading.Thread(target=serve, name="fake-bluesky", daemon=True)
-        self.thread.start()
-        ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+    def _application(self) -> web.Application:
+        return web.Application(client_max_size=16 * 1024 * 1024)
 
     # ------------------------------------------------------------------ the world, for tests
 

@@ -22,12 +22,12 @@ import contextlib
 import html
 import itertools
 import json
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from fake_server import ThreadedFake
 
 TOKEN = "test-mastodon-token"
 BOT_ID = "1000"
@@ -69,7 +69,9 @@ class Status:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
-class FakeMastodon:
+class FakeMastodon(ThreadedFake):
+    thread_name = "fake-mastodon"
+
     def __init__(
         self,
         *,
@@ -95,38 +97,11 @@ class FakeMastodon:
         self.streaming = True  # False: the instance serves no stream (404), as some do
         self.streams: list[web.StreamResponse] = []  # open user streams
         self.lose_answer_of_create = 0  # this many created statuses get a 504 instead of their answer
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.runner: web.AppRunner | None = None
-        self.base_url = ""
 
     # ------------------------------------------------------------------ running
 
-    def __enter__(self) -> FakeMastodon:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self.loop = asyncio.new_event_loop()
-            app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
-            app.router.add_route("*", "/{tail:.*}", self._route)
-            self.runner = web.AppRunner(app, access_log=None)
-            self.loop.run_until_complete(self.runner.setup())
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            self.loop.run_until_complete(site.start())
-            self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-            ready.set()
-            self.loop.run_forever()
-            self.loop.run_until_complete(self.runner.cleanup())
-            self.loop.close()
-
-        self.thread = threading.Thread(target=serve, name="fake-mastodon", daemon=True)
-        self.thread.start()
-        ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+    def _application(self) -> web.Application:
+        return web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
 
     # ------------------------------------------------------------------ the world, for tests
 

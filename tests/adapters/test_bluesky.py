@@ -1,7 +1,7 @@
 """The Bluesky adapter end to end: the real ``atproto`` Client against the strict fake XRPC server (fake_bluesky.py).
 
 Below the adapter everything is real: DreamService with its SQLite queue and file store in tmp_path, and the
-worker. The engine is the X tests' stand-in that inverts the photo.
+worker. The engine is social_testing.py's stand-in that inverts the photo.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 from fake_bluesky import APP_PASSWORD, BOT_DID, HANDLE, IMAGE_LIMIT, TID, FakeBluesky
 from PIL import Image
-from test_x import DATA, Clock, Inverting, decoded, photo, settled, until
+from social_testing import DATA, Clock, adapter_config, decoded, photo, running, settled
+from waiting import until
 
 from bot.adapters.bluesky import BlueskyAdapter, RateLimited, SignInFailed, record_key
 from bot.config import (
@@ -26,8 +27,6 @@ from bot.config import (
     Config,
     ConfigError,
     MediaConfig,
-    QueueConfig,
-    WorkerConfig,
     load_config,
 )
 
@@ -35,32 +34,18 @@ pytestmark = pytest.mark.asyncio
 
 
 def make_config(tmp_path: Path, **bluesky: object) -> Config:
-    return Config(
-        data_dir=tmp_path / "data",
-        queue=QueueConfig(per_user=50, cooldown_seconds=0),
-        worker=WorkerConfig(device="cpu", progress_interval_seconds=0),
-        media=MediaConfig(working_side=96),
-        bluesky=BlueskyConfig(**bluesky),  # type: ignore[arg-type]
-    )
+    return adapter_config(tmp_path, bluesky=BlueskyConfig(**bluesky))  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def skybot(
+def skybot(
     fake: FakeBluesky, config: Config, clock: Callable[[], float] | None = None, password: str = APP_PASSWORD
-) -> AsyncIterator[BlueskyAdapter]:
-    from bot.service import DreamService
-
-    service = await DreamService.open(config, Inverting())
-    service.start()
-    adapter = BlueskyAdapter(
-        service, config.bluesky, BlueskyKeys(HANDLE, password, fake.base_url), clock=clock or time.time
+) -> AbstractAsyncContextManager[BlueskyAdapter]:
+    return running(
+        config,
+        lambda service: BlueskyAdapter(
+            service, config.bluesky, BlueskyKeys(HANDLE, password, fake.base_url), clock=clock or time.time
+        ),
     )
-    try:
-        await adapter.start(poll=False)
-        yield adapter
-    finally:
-        await adapter.close()
-        await service.close()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The Mastodon adapter end to end: Mastodon.py's real client against the strict fake Mastodon (fake_mastodon.py).
 
 Below the adapter everything is real: DreamService with its SQLite queue and file store in tmp_path, and the
-worker. The engine is the X tests' stand-in that inverts the photo.
+worker. The engine is social_testing.py's stand-in that inverts the photo.
 """
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fake_mastodon import BOT_ID, TOKEN, FakeMastodon
-from test_x import DATA, Clock, Inverting, decoded, photo, settled, until
+from social_testing import DATA, Clock, Inverting, adapter_config, decoded, photo, running, settled
+from waiting import until
 
 from bot.adapters.mastodon import MastodonAdapter, RateLimited, less_public
 from bot.adapters.social import RateWindow
@@ -25,9 +26,6 @@ from bot.config import (
     ConfigError,
     MastodonConfig,
     MastodonKeys,
-    MediaConfig,
-    QueueConfig,
-    WorkerConfig,
     load_config,
 )
 
@@ -35,32 +33,22 @@ pytestmark = pytest.mark.asyncio
 
 
 def make_config(tmp_path: Path, **mastodon: object) -> Config:
-    return Config(
-        data_dir=tmp_path / "data",
-        queue=QueueConfig(per_user=50, cooldown_seconds=0),
-        worker=WorkerConfig(device="cpu", progress_interval_seconds=0),
-        media=MediaConfig(working_side=96),
-        mastodon=MastodonConfig(**mastodon),  # type: ignore[arg-type]
-    )
+    return adapter_config(tmp_path, mastodon=MastodonConfig(**mastodon))  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def mastobot(
+def mastobot(
     fake: FakeMastodon, config: Config, clock: Callable[[], float] | None = None
-) -> AsyncIterator[MastodonAdapter]:
-    from bot.service import DreamService
-
-    service = await DreamService.open(config, Inverting())
-    service.start()
-    adapter = MastodonAdapter(
-        service, config.mastodon, MastodonKeys(fake.base_url, TOKEN), clock=clock or time.time, media_check_seconds=0
+) -> AbstractAsyncContextManager[MastodonAdapter]:
+    return running(
+        config,
+        lambda service: MastodonAdapter(
+            service,
+            config.mastodon,
+            MastodonKeys(fake.base_url, TOKEN),
+            clock=clock or time.time,
+            media_check_seconds=0,
+        ),
     )
-    try:
-        await adapter.start(poll=False)
-        yield adapter
-    finally:
-        await adapter.close()
-        await service.close()
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ test_schedule_social.py posts through them against their fakes.
 
 from __future__ import annotations
 
-import asyncio
 import io
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fake_discord import FakeDiscord
 from fake_x import KEYS, FakeX
 from PIL import Image
+from waiting import until
 
 from bot.adapters.discord import DiscordAdapter
 from bot.adapters.web.app import create_web_app
@@ -93,14 +92,6 @@ async def dreambot(fake: FakeDiscord, config: Config, *, schedules: bool = True)
     finally:
         await web.close()
         await service.close()
-
-
-async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait for the event itself (checked every loop turn), failing after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
 
 
 def run_state(config: Config, slot: str = SLOT) -> str | None:
