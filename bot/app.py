@@ -186,7 +186,7 @@ def _start_social(
 
 async def _keep_starting(adapter: Any, name: str, sleep: Callable[[float], Awaitable[None]]) -> None:
     """Start an adapter, trying again while its platform is unreachable or rate limited; give up on a refusal."""
-    from bot.adapters.social import Backoff
+    from bot.backoff import Backoff
 
     backoff = Backoff()
     while True:

@@ -757,7 +757,7 @@ class DreamScheduler:
         self, schedule: ScheduleConfig, slot: str, destination: str, data: bytes, extension: str, caption: str, alt: str
     ) -> None:
         """One destination: recorded before and after; retried with backoff; the others never wait for it."""
-        from bot.adapters.social import Backoff
+        from bot.backoff import Backoff
         from bot.media import DESTINATION_LIMITS, fit_result
 
         name = schedule.name

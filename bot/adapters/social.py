@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from bot.backoff import Backoff
 from bot.jobqueue import QueueError
 from bot.media import MediaError, MediaLimits, check_size
 
@@ -307,24 +307,6 @@ def next_month(timestamp: float) -> float:
     now = datetime.fromtimestamp(timestamp, UTC)
     year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
     return datetime(year, month, 1, tzinfo=UTC).timestamp()
-
-
-class Backoff:
-    """Waits after transient failures (5xx, network): doubling, capped, with full jitter; reset on success."""
-
-    def __init__(self, first: float = 5.0, cap: float = 900.0, rng: random.Random | None = None) -> None:
-        self.first = first
-        self.cap = cap
-        self.failures = 0
-        self.rng = rng or random.Random()
-
-    def next_wait(self) -> float:
-        self.failures += 1
-        ceiling = min(self.cap, self.first * 2 ** (self.failures - 1))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class RateWindow:
