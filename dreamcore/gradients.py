@@ -14,7 +14,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from dreamcore.devices import (
     precision_context,
     uses_channels_last,
 )
-from dreamcore.kernel_choice import KernelPath, choose_kernel_path
+from dreamcore.kernel_choice import KernelPath, choose_kernel_path, choose_reduced_precision
 from dreamcore.native import FusedDepthwise, overlap_add_input_gradient, use_fused_depthwise
 from dreamcore.networks.base import Network, zero_padding
 from dreamcore.objectives import Objective
@@ -77,6 +77,8 @@ class TiledGradient:
         self.tile_size = tile_size or default_tile_size(network.device)
         self.dtype = autocast_dtype(network.device, precision)
         self.channels_last = uses_channels_last(network.device)
+        if precision == "auto" and self.dtype is not None and network.device.type == "cpu":
+            self.dtype = faster_precision(self.network, objective.layers, self.dtype, self.tile_size)
         self.kernel_path = kernel_path_for(self.network, objective.layers, self.dtype, self.tile_size)
 
     def __call__(self, image: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -109,23 +111,52 @@ def kernel_path_for(network: Network, layers: Collection[str], dtype: torch.dtyp
     if not stages or not layers:
         return KernelPath(False, f"{network.name} has no layers the native kernels speed up")
     side = min(tile_size, 384)
-    probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    probe = probe.contiguous(memory_format=torch.channels_last)
+    gradient = probe_gradient(network, layers, side)
 
     def time_gradient(use_native: bool) -> float:
         for stage in stages:
             stage.use_native = use_native
-        pixels = probe.clone().requires_grad_(True)
-        started = time.perf_counter()
-        found = network.activations(pixels, layers)
-        torch.autograd.grad(sum(a.float().square().mean() for a in found.values()), pixels)
-        return time.perf_counter() - started
+        return gradient()
 
     deepest = max(layers, key=network.catalog.depth)
     choice = choose_kernel_path(network.name, time_gradient, f"{side}x{side} gradient to {deepest}")
     for stage in stages:
         stage.use_native = choice.native
     return choice
+
+
+def probe_gradient(network: Network, layers: Collection[str], side: int) -> Callable[[], float]:
+    """One gradient of ``layers`` on a fixed ``side`` x ``side`` tile, timed: what the choices measure."""
+    probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    probe = probe.contiguous(memory_format=torch.channels_last)
+
+    def seconds() -> float:
+        pixels = probe.clone().requires_grad_(True)
+        started = time.perf_counter()
+        found = network.activations(pixels, layers)
+        torch.autograd.grad(sum(a.float().square().mean() for a in found.values()), pixels)
+        return time.perf_counter() - started
+
+    return seconds
+
+
+def faster_precision(
+    network: Network, layers: Collection[str], reduced: torch.dtype, tile_size: int
+) -> torch.dtype | None:
+    """``reduced`` where it measured faster than fp32 for this network on this CPU, else None (fp32)."""
+    if not layers:
+        return reduced
+    side = min(tile_size, 384)
+    kernel_path_for(network, layers, None, tile_size)  # fp32 at its best: the faster of its CPU paths
+    gradient = probe_gradient(network, layers, side)
+
+    def time_gradient(use_reduced: bool) -> float:
+        with precision_context(network.device, reduced if use_reduced else None):
+            return gradient()
+
+    deepest = max(layers, key=network.catalog.depth)
+    faster = choose_reduced_precision(network.name, time_gradient, f"{side}x{side} gradient to {deepest}")
+    return reduced if faster else None
 
 
 _prepare_lock = threading.Lock()

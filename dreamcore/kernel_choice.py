@@ -7,6 +7,10 @@ tile, taking turns, and the faster is kept. The choice is cached beside the comp
 by what decides it: the kernels' build (source, flags, compiler, CPU flags), the CPU model, torch's
 version and instruction set, and the thread count; any change measures again.
 ``DREAMCORE_NATIVE=1`` or ``0`` forces either path without measuring.
+
+Reduced precision is chosen the same way: where the CPU has bfloat16 hardware (AMX), ``precision="auto"``
+times the network's gradient in bfloat16 against fp32 once, and keeps bfloat16 only where it is faster
+(VGG16's dense convolutions gain several times; lite0's depthwise ones lose, and lose faithfulness too).
 """
 
 from __future__ import annotations
@@ -139,5 +143,30 @@ def measured_choices() -> dict[str, KernelPath]:
     return {
         key.removeprefix(prefix): KernelPath(entry["native_ms"] <= entry["pytorch_ms"], describe_measurement(entry))
         for key, entry in read_choices().items()
-        if key.startswith(prefix) and isinstance(entry, dict) and {"native_ms", "pytorch_ms"} <= entry.keys()
+        if key.startswith(prefix)
+        and not key.endswith(":reduced-precision")
+        and isinstance(entry, dict)
+        and {"native_ms", "pytorch_ms"} <= entry.keys()
     }
+
+
+def choose_reduced_precision(network_name: str, time_gradient: Callable[[bool], float], shape: str) -> bool:
+    """Whether ``network_name`` dreams faster in reduced precision on this machine. ``time_gradient(reduced)``
+    computes one gradient in reduced precision or in fp32 and returns its seconds; it is called only when the
+    choice is not cached."""
+    key = f"{machine_key()}:{network_name}:reduced-precision"
+    with _measure_lock:
+        entry = read_choices().get(key)
+        if not isinstance(entry, dict) or not {"reduced_ms", "fp32_ms"} <= entry.keys():
+            timed = measure(time_gradient, shape)  # its "native" path is the reduced precision here
+            entry = {"reduced_ms": timed.pop("native_ms"), "fp32_ms": timed.pop("pytorch_ms"), **timed}
+            write_choice(key, entry)
+            log.info(
+                "Precision for %s: %s (reduced %.0f ms, fp32 %.0f ms per %s)",
+                network_name,
+                "reduced" if entry["reduced_ms"] < entry["fp32_ms"] else "fp32",
+                entry["reduced_ms"],
+                entry["fp32_ms"],
+                shape,
+            )
+    return entry["reduced_ms"] < entry["fp32_ms"]

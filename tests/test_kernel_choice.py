@@ -190,3 +190,25 @@ def test_the_avx2_build_computes_the_native_builds_values_bit_for_bit(monkeypatc
     half = len(outputs) // 2
     for (y_avx2, grad_avx2), (y_native, grad_native) in zip(outputs[:half], outputs[half:], strict=True):
         assert torch.equal(y_avx2, y_native) and torch.equal(grad_avx2, grad_native)
+
+
+def test_reduced_precision_is_kept_only_where_it_measured_faster(choices) -> None:
+    slower = Timings(0.030, 0.020)  # reduced precision 30 ms, fp32 20 ms (lite0 in bf16 on an AMX CPU)
+    assert kernel_choice.choose_reduced_precision("lite0", slower, "shape") is False and slower.calls > 0
+    assert kernel_choice.choose_reduced_precision("lite0", refuse_to_measure, "shape") is False  # cached
+    faster = Timings(0.010, 0.040)  # VGG16's dense convolutions on AMX
+    assert kernel_choice.choose_reduced_precision("vgg16", faster, "shape") is True
+    assert set(kernel_choice.measured_choices()) == set()  # precision entries are not kernel paths
+
+
+def test_auto_precision_on_a_bf16_cpu_takes_fp32_where_bf16_measured_slower(choices, monkeypatch, lite0) -> None:
+    monkeypatch.setattr("dreamcore.gradients.autocast_dtype", lambda device, precision: torch.bfloat16)
+    kernel_choice.choose_reduced_precision("lite0", Timings(0.030, 0.020), "shape")
+    kernel_choice.choose_kernel_path("lite0", Timings(0.010, 0.020), "shape")
+    auto = TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="auto")
+    assert auto.dtype is None and auto.kernel_path.native is True  # fp32, with the native kernels
+    asked = TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="bf16")
+    assert asked.dtype is torch.bfloat16  # asked for by name: never second-guessed
+    kernel_choice.choose_reduced_precision("vgg16", Timings(0.010, 0.040), "shape")
+    monkeypatch.setattr(lite0, "name", "vgg16")  # the same choice read for another network's entry
+    assert TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="auto").dtype is torch.bfloat16
