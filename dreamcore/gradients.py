@@ -110,23 +110,23 @@ def kernel_path_for(network: Network, layers: Collection[str], dtype: torch.dtyp
     stages = native_stages(network.module)
     if not stages or not layers:
         return KernelPath(False, f"{network.name} has no layers the native kernels speed up")
-    side = min(tile_size, 384)
-    gradient = probe_gradient(network, layers, side)
+    gradient, shape = probe_gradient(network, layers, tile_size)
 
     def time_gradient(use_native: bool) -> float:
         for stage in stages:
             stage.use_native = use_native
         return gradient()
 
-    deepest = max(layers, key=network.catalog.depth)
-    choice = choose_kernel_path(network.name, time_gradient, f"{side}x{side} gradient to {deepest}")
+    choice = choose_kernel_path(network.name, time_gradient, shape)
     for stage in stages:
         stage.use_native = choice.native
     return choice
 
 
-def probe_gradient(network: Network, layers: Collection[str], side: int) -> Callable[[], float]:
-    """One gradient of ``layers`` on a fixed ``side`` x ``side`` tile, timed: what the choices measure."""
+def probe_gradient(network: Network, layers: Collection[str], tile_size: int) -> tuple[Callable[[], float], str]:
+    """What the choices time: one gradient of ``layers`` on a fixed square tile (at most 384 px), and its
+    description for people."""
+    side = min(tile_size, 384)
     probe = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     probe = probe.contiguous(memory_format=torch.channels_last)
 
@@ -137,7 +137,7 @@ def probe_gradient(network: Network, layers: Collection[str], side: int) -> Call
         torch.autograd.grad(sum(a.float().square().mean() for a in found.values()), pixels)
         return time.perf_counter() - started
 
-    return seconds
+    return seconds, f"{side}x{side} gradient to {max(layers, key=network.catalog.depth)}"
 
 
 def faster_precision(
@@ -146,16 +146,14 @@ def faster_precision(
     """``reduced`` where it measured faster than fp32 for this network on this CPU, else None (fp32)."""
     if not layers:
         return reduced
-    side = min(tile_size, 384)
     kernel_path_for(network, layers, None, tile_size)  # fp32 at its best: the faster of its CPU paths
-    gradient = probe_gradient(network, layers, side)
+    gradient, shape = probe_gradient(network, layers, tile_size)
 
     def time_gradient(use_reduced: bool) -> float:
         with precision_context(network.device, reduced if use_reduced else None):
             return gradient()
 
-    deepest = max(layers, key=network.catalog.depth)
-    faster = choose_reduced_precision(network.name, time_gradient, f"{side}x{side} gradient to {deepest}")
+    faster = choose_reduced_precision(network.name, time_gradient, shape)
     return reduced if faster else None
 
 

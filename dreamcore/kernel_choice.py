@@ -100,27 +100,43 @@ def choose_kernel_path(network_name: str, time_gradient: Callable[[bool], float]
     if setting == "off":
         return KernelPath(False, "native kernels switched off by DREAMCORE_NATIVE=0")
     if native.native_library() is None:
-        return KernelPath(False, "the native kernels could not be built here: no working C++ compiler")
-    key = f"{machine_key()}:{network_name}"
-    with _measure_lock:
-        entry = read_choices().get(key)
-        if not isinstance(entry, dict) or not {"native_ms", "pytorch_ms"} <= entry.keys():
-            entry = measure(time_gradient, shape)
-            write_choice(key, entry)
-            log.info("CPU kernels for %s: %s", network_name, describe_measurement(entry))
+        return KernelPath(
+            False, "the native kernels cannot run here (no compiler, a failed build or not Linux: see the log)"
+        )
+    entry = measured(f"{machine_key()}:{network_name}", time_gradient, shape, ("native_ms", "pytorch_ms"))
     return KernelPath(entry["native_ms"] <= entry["pytorch_ms"], describe_measurement(entry))
 
 
-def measure(time_gradient: Callable[[bool], float], shape: str) -> dict:
+def measured(key: str, time_gradient: Callable[[bool], float], shape: str, names: tuple[str, str]) -> dict:
+    """The cached timing of two ways to compute a gradient (``time_gradient(True)`` and ``(False)``, stored
+    under ``names``), measured now and cached when it is not cached yet."""
+    with _measure_lock:
+        entry = read_choices().get(key)
+        if not isinstance(entry, dict) or not set(names) <= entry.keys():
+            entry = measure(time_gradient, shape, names)
+            write_choice(key, entry)
+            log.info(
+                "Measured %s: %s %.0f ms, %s %.0f ms per %s",
+                key,
+                names[0],
+                entry[names[0]],
+                names[1],
+                entry[names[1]],
+                shape,
+            )
+    return entry
+
+
+def measure(time_gradient: Callable[[bool], float], shape: str, names: tuple[str, str]) -> dict:
     times: dict[bool, list[float]] = {True: [], False: []}
-    for path in (True, False):
-        time_gradient(path)  # warm-up: one-time allocation and oneDNN's kernel choice are not the path's speed
+    for way in (True, False):
+        time_gradient(way)  # warm-up: one-time allocation and oneDNN's kernel choice are not the way's speed
     for round_number in range(ROUNDS):
-        for path in (True, False) if round_number % 2 == 0 else (False, True):
-            times[path].append(time_gradient(path))
+        for way in (True, False) if round_number % 2 == 0 else (False, True):
+            times[way].append(time_gradient(way))
     return {
-        "native_ms": round(statistics.median(times[True]) * 1000, 1),
-        "pytorch_ms": round(statistics.median(times[False]) * 1000, 1),
+        names[0]: round(statistics.median(times[True]) * 1000, 1),
+        names[1]: round(statistics.median(times[False]) * 1000, 1),
         "shape": shape,
         "cpu": cpu_model(),
         "capability": torch.backends.cpu.get_cpu_capability(),
@@ -155,18 +171,5 @@ def choose_reduced_precision(network_name: str, time_gradient: Callable[[bool], 
     computes one gradient in reduced precision or in fp32 and returns its seconds; it is called only when the
     choice is not cached."""
     key = f"{machine_key()}:{network_name}:reduced-precision"
-    with _measure_lock:
-        entry = read_choices().get(key)
-        if not isinstance(entry, dict) or not {"reduced_ms", "fp32_ms"} <= entry.keys():
-            timed = measure(time_gradient, shape)  # its "native" path is the reduced precision here
-            entry = {"reduced_ms": timed.pop("native_ms"), "fp32_ms": timed.pop("pytorch_ms"), **timed}
-            write_choice(key, entry)
-            log.info(
-                "Precision for %s: %s (reduced %.0f ms, fp32 %.0f ms per %s)",
-                network_name,
-                "reduced" if entry["reduced_ms"] < entry["fp32_ms"] else "fp32",
-                entry["reduced_ms"],
-                entry["fp32_ms"],
-                shape,
-            )
+    entry = measured(key, time_gradient, shape, ("reduced_ms", "fp32_ms"))
     return entry["reduced_ms"] < entry["fp32_ms"]

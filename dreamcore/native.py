@@ -100,9 +100,13 @@ def native_library() -> ctypes.CDLL | None:
 
 def build_key(cxx: str) -> str:
     """Changes with the source, the flags, the compiler and the CPU (the code is -march=native)."""
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
-    parts = [SOURCE.read_text(), " ".join(compile_flags()), cxx, version, " ".join(sorted(cpu_flags()))]
+    parts = [SOURCE.read_text(), " ".join(compile_flags()), cxx, compiler_version(cxx), " ".join(sorted(cpu_flags()))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+@functools.cache  # a subprocess; asked again by each dream's kernel choice (dreamcore.kernel_choice)
+def compiler_version(cxx: str) -> str:
+    return subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
 
 
 def build(cxx: str, library: Path) -> None:
