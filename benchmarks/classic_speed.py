@@ -27,7 +27,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dream_speed import peak_rss_mb, ssim
+from dream_speed import ContenderProcess, peak_rss_mb, ssim
 from reference import reference_gradient
 
 from dreamcore.devices import autocast_dtype, cpu_model, default_tile_size
@@ -186,31 +185,15 @@ def contender_child(name: str, network_name: str, layer: str, device: str, outpu
         print(json.dumps(answer), flush=True)
 
 
-class ContenderProcess:
+class ClassicContender(ContenderProcess):
     def __init__(self, name: str, network: str, layer: str, device: str, output: Path) -> None:
-        self.output = output
-        command = [sys.executable, __file__, "--contender-child", name, str(output), "--network", network]
-        self.process = subprocess.Popen(
-            [*command, "--layer", layer, "--device", device],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **CONTENDER_ENV.get(name, {})},
-        )
+        arguments = ["--network", network, "--layer", layer, "--device", device]
+        super().__init__(__file__, name, output, arguments, CONTENDER_ENV.get(name, {}))
 
     def dream(self, size: str) -> tuple[float, float, torch.Tensor]:
-        self.process.stdin.write(size + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise SystemExit("A contender's process ended early; see its error above.")
-        answer = json.loads(answer)
-        self.peak_rss_mb, self.how = answer["peak_rss_mb"], answer["how"]
+        answer = self.ask(size)
+        self.how = answer["how"]
         return answer["seconds"], answer["cpu_seconds"], torch.load(self.output)
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait()
 
 
 def main() -> None:
@@ -281,7 +264,7 @@ def run(args: argparse.Namespace, layer: str, device: torch.device, scratch: Pat
     for name in names:
         print(f"  {name:>16}: {CONTENDERS[re.sub(r'tile[0-9]+$', 'tileN', name)]}")
     processes = {
-        name: ContenderProcess(name, args.network, layer, args.device, scratch / f"{name}.pt") for name in names
+        name: ClassicContender(name, args.network, layer, args.device, scratch / f"{name}.pt") for name in names
     }
     for process in processes.values():
         process.dream(args.warmup_size or args.size)  # untimed: preparation, kernel choice, allocator growth

@@ -177,31 +177,43 @@ def contender_child(name: str, size: str, device: str, precision: str, output: P
 
 
 class ContenderProcess:
-    def __init__(self, name: str, size: str, device: str, precision: str, output: Path) -> None:
+    """A contender in a process of its own (``script --contender-child NAME OUTPUT ...``): it dreams once per line
+    sent to it, leaves the output in ``output`` and answers with a line of JSON."""
+
+    def __init__(self, script: str, name: str, output: Path, arguments: list[str], env: dict[str, str]) -> None:
         self.output = output
-        command = [sys.executable, __file__, "--contender-child", name, str(output), "--size", size]
         self.process = subprocess.Popen(
-            [*command, "--device", device, "--precision", precision],
+            [sys.executable, script, "--contender-child", name, str(output), *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env={**os.environ, **CONTENDER_ENV.get(name, {})},
+            env={**os.environ, **env},
         )
 
-    def dream(self) -> tuple[float, torch.Tensor]:
-        self.process.stdin.write("dream\n")
+    def ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline()
         if not answer:
             raise SystemExit("A contender's process ended early; see its error above.")
         answer = json.loads(answer)
         self.peak_rss_mb = answer["peak_rss_mb"]
-        self.kernels = answer["kernels"]
-        return answer["seconds"], torch.load(self.output)
+        return answer
 
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait()
+
+
+class DreamContender(ContenderProcess):
+    def __init__(self, name: str, size: str, device: str, precision: str, output: Path) -> None:
+        arguments = ["--size", size, "--device", device, "--precision", precision]
+        super().__init__(__file__, name, output, arguments, CONTENDER_ENV.get(name, {}))
+
+    def dream(self) -> tuple[float, torch.Tensor]:
+        answer = self.ask("dream")
+        self.kernels = answer["kernels"]
+        return answer["seconds"], torch.load(self.output)
 
 
 def main() -> None:
@@ -249,7 +261,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         processes = {
-            name: ContenderProcess(name, args.size, args.device, args.precision, Path(scratch) / f"{name}.pt")
+            name: DreamContender(name, args.size, args.device, args.precision, Path(scratch) / f"{name}.pt")
             for name in contenders
         }
         for process in processes.values():

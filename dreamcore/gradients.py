@@ -146,14 +146,14 @@ def faster_precision(
     """``reduced`` where it measured faster than fp32 for this network on this CPU, else None (fp32)."""
     if not layers:
         return reduced
-    kernel_path_for(network, layers, None, tile_size)  # fp32 at its best: the faster of its CPU paths
+    fp32_path = kernel_path_for(network, layers, None, tile_size)  # fp32 at its best: the faster CPU path
     gradient, shape = probe_gradient(network, layers, tile_size)
 
     def time_gradient(use_reduced: bool) -> float:
         with precision_context(network.device, reduced if use_reduced else None):
             return gradient()
 
-    faster = choose_reduced_precision(network.name, time_gradient, shape)
+    faster = choose_reduced_precision(network.name, time_gradient, shape, fp32_path)
     return reduced if faster else None
 
 

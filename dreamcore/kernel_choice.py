@@ -160,16 +160,19 @@ def measured_choices() -> dict[str, KernelPath]:
         key.removeprefix(prefix): KernelPath(entry["native_ms"] <= entry["pytorch_ms"], describe_measurement(entry))
         for key, entry in read_choices().items()
         if key.startswith(prefix)
-        and not key.endswith(":reduced-precision")
+        and ":reduced-precision" not in key
         and isinstance(entry, dict)
         and {"native_ms", "pytorch_ms"} <= entry.keys()
     }
 
 
-def choose_reduced_precision(network_name: str, time_gradient: Callable[[bool], float], shape: str) -> bool:
-    """Whether ``network_name`` dreams faster in reduced precision on this machine. ``time_gradient(reduced)``
-    computes one gradient in reduced precision or in fp32 and returns its seconds; it is called only when the
-    choice is not cached."""
-    key = f"{machine_key()}:{network_name}:reduced-precision"
+def choose_reduced_precision(
+    network_name: str, time_gradient: Callable[[bool], float], shape: str, fp32_path: KernelPath
+) -> bool:
+    """Whether ``network_name`` dreams faster in reduced precision on this machine than in fp32 on
+    ``fp32_path``. ``time_gradient(reduced)`` computes one gradient in reduced precision or in fp32 and
+    returns its seconds; it is called only when the choice is not cached."""
+    fp32 = "native" if fp32_path.native else "pytorch"  # fp32's speed, and so the answer, depends on its path
+    key = f"{machine_key()}:{network_name}:reduced-precision:{fp32}"
     entry = measured(key, time_gradient, shape, ("reduced_ms", "fp32_ms"))
     return entry["reduced_ms"] < entry["fp32_ms"]

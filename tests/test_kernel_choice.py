@@ -52,6 +52,9 @@ class Timings:
         return self.seconds[use_native]
 
 
+NATIVE = kernel_choice.KernelPath(True, "measured")  # fp32 on the native kernels
+
+
 def refuse_to_measure(_use_native: bool) -> float:
     raise AssertionError("measured again although the choice was cached")
 
@@ -194,21 +197,26 @@ def test_the_avx2_build_computes_the_native_builds_values_bit_for_bit(monkeypatc
 
 def test_reduced_precision_is_kept_only_where_it_measured_faster(choices) -> None:
     slower = Timings(0.030, 0.020)  # reduced precision 30 ms, fp32 20 ms (lite0 in bf16 on an AMX CPU)
-    assert kernel_choice.choose_reduced_precision("lite0", slower, "shape") is False and slower.calls > 0
-    assert kernel_choice.choose_reduced_precision("lite0", refuse_to_measure, "shape") is False  # cached
+    assert kernel_choice.choose_reduced_precision("lite0", slower, "shape", NATIVE) is False and slower.calls > 0
+    assert kernel_choice.choose_reduced_precision("lite0", refuse_to_measure, "shape", NATIVE) is False  # cached
     faster = Timings(0.010, 0.040)  # VGG16's dense convolutions on AMX
-    assert kernel_choice.choose_reduced_precision("vgg16", faster, "shape") is True
+    assert kernel_choice.choose_reduced_precision("vgg16", faster, "shape", NATIVE) is True
     assert set(kernel_choice.measured_choices()) == set()  # precision entries are not kernel paths
+    # fp32 on PyTorch's path is another comparison, measured on its own
+    other = Timings(0.010, 0.040)
+    assert kernel_choice.choose_reduced_precision("lite0", other, "shape", kernel_choice.KernelPath(False, "")) is True
+    assert other.calls > 0
 
 
 def test_auto_precision_on_a_bf16_cpu_takes_fp32_where_bf16_measured_slower(choices, monkeypatch, lite0) -> None:
     monkeypatch.setattr("dreamcore.gradients.autocast_dtype", lambda device, precision: torch.bfloat16)
-    kernel_choice.choose_reduced_precision("lite0", Timings(0.030, 0.020), "shape")
+    kernel_choice.choose_reduced_precision("lite0", Timings(0.030, 0.020), "shape", NATIVE)
     kernel_choice.choose_kernel_path("lite0", Timings(0.010, 0.020), "shape")
     auto = TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="auto")
     assert auto.dtype is None and auto.kernel_path.native is True  # fp32, with the native kernels
     asked = TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="bf16")
     assert asked.dtype is torch.bfloat16  # asked for by name: never second-guessed
-    kernel_choice.choose_reduced_precision("vgg16", Timings(0.010, 0.040), "shape")
+    kernel_choice.choose_kernel_path("vgg16", Timings(0.010, 0.020), "shape")  # both choices seeded: no timing
+    kernel_choice.choose_reduced_precision("vgg16", Timings(0.010, 0.040), "shape", NATIVE)
     monkeypatch.setattr(lite0, "name", "vgg16")  # the same choice read for another network's entry
     assert TiledGradient(lite0, parse("block9", lite0.catalog), tile_size=64, precision="auto").dtype is torch.bfloat16
